@@ -1,0 +1,1 @@
+"""Databricks Asset Bundle MLOps template."""

@@ -1,0 +1,189 @@
+"""The `mlops` command: validate and inspect the bundle, run its jobs locally, manage local state."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.panel import Panel
+from rich.table import Table
+
+from mlops_template.bundle.loader import BundleError, ResolvedBundle, find_bundle_root
+from mlops_template.bundle.runner import JobDefinitionError, JobRunResult, LocalJobRunner, TaskResult, TaskStatus
+from mlops_template.bundle.validate import validate_bundle
+from mlops_template.platform import LocalPlatform, LocalStateError, activate
+
+app = typer.Typer(help="Run the MLOps bundle's jobs locally and check it offline.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Validate and summarize databricks.yml offline.", no_args_is_help=True)
+data_app = typer.Typer(help="Local sample data.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(data_app, name="data")
+
+console = Console()
+error_console = Console(stderr=True)
+
+TargetOption = Annotated[str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")]
+VarOption = Annotated[
+    list[str] | None, typer.Option("--var", help="Override a bundle variable: name=value (repeatable).")
+]
+_STATUS_STYLE = {
+    TaskStatus.SUCCESS: "green",
+    TaskStatus.FAILED: "bold red",
+    TaskStatus.EXCLUDED: "yellow",
+    TaskStatus.UPSTREAM_FAILED: "red",
+}
+
+
+@app.callback()
+def _configure_logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=error_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    logging.getLogger("mlops_template").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected name=value, got '{item}'", param_hint=option)
+        pairs[name] = value
+    return pairs
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    error_console.print(f"[bold red]Error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _load(target: str | None, variables: list[str] | None) -> ResolvedBundle:
+    try:
+        return validate_bundle(find_bundle_root(), target, _pairs(variables, "--var"))
+    except BundleError as error:
+        raise _fail(str(error)) from None
+
+
+@bundle_app.command("validate")
+def bundle_validate(target: TargetOption = None, var: VarOption = None) -> None:
+    """Check databricks.yml and its includes for TARGET offline: schema, references, resources."""
+    bundle = _load(target, var)
+    counts = ", ".join(f"{len(items)} {kind}" for kind, items in sorted(bundle.resources.items()))
+    console.print(f"[green]Bundle {bundle.name} is valid for target {bundle.target}[/] ({counts}).")
+
+
+@bundle_app.command("summary")
+def bundle_summary(target: TargetOption = None, var: VarOption = None) -> None:
+    """Print the resolved variables, jobs and tasks of TARGET."""
+    bundle = _load(target, var)
+    console.print(f"Bundle [bold]{bundle.name}[/], target [bold]{bundle.target}[/] (mode {bundle.mode or 'default'})")
+    variables = Table("variable", "value", title="Variables")
+    for name, value in sorted(bundle.variables.items()):
+        variables.add_row(name, str(value))
+    console.print(variables)
+    for key, job in bundle.resources.get("jobs", {}).items():
+        tasks = Table("task", "type", "depends on", "entry point / condition", title=f"Job {key}: {job.get('name')}")
+        for task in job.get("tasks", []):
+            tasks.add_row(*_describe_task(task))
+        console.print(tasks)
+
+
+def _describe_task(task: dict) -> tuple[str, str, str, str]:
+    depends = ", ".join(
+        d["task_key"] + (f" ({d['outcome']})" if "outcome" in d else "") for d in task.get("depends_on", [])
+    )
+    if "python_wheel_task" in task:
+        detail = task["python_wheel_task"]["entry_point"]
+        return task["task_key"], "python_wheel_task", depends, detail
+    if "condition_task" in task:
+        c = task["condition_task"]
+        return task["task_key"], "condition_task", depends, f"{c['left']} {c['op']} {c['right']}"
+    kind = next((k for k in task if k.endswith("_task")), "?")
+    return task["task_key"], kind, depends, str(task.get(kind, {}).get("job_id", ""))
+
+
+class _RichReporter:
+    """Shows each task's start and end as the runner goes."""
+
+    def task_started(self, job_key: str, task_key: str) -> None:
+        console.print(f"[bold cyan]>[/] {job_key}.{task_key} started")
+
+    def task_finished(self, job_key: str, result: TaskResult) -> None:
+        style = _STATUS_STYLE[result.status]
+        console.print(f"  {job_key}.{result.task_key} [{style}]{result.status}[/] ({result.seconds:.1f}s)")
+        if result.error:
+            error_console.print(Panel(result.error, title=f"{result.task_key} failed", border_style="red"))
+
+
+def _summary_table(result: JobRunResult) -> Table:
+    table = Table("task", "status", "seconds", title=f"Run {result.run_id} of job {result.job_key}")
+    for task in result.tasks:
+        style = _STATUS_STYLE[task.status]
+        table.add_row(task.task_key, f"[{style}]{task.status}[/]", f"{task.seconds:.1f}")
+    return table
+
+
+@app.command("run")
+def run_job(
+    job: Annotated[str, typer.Argument(help="Job key under resources.jobs.")],
+    target: TargetOption = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Job parameter name=value (repeatable).")] = None,
+    var: VarOption = None,
+) -> None:
+    """Run JOB's tasks locally in dependency order, in one process with one Spark session."""
+    bundle = _load(target, var)
+    platform = LocalPlatform(bundle.target)
+    activate(platform)
+    runner = LocalJobRunner(
+        bundle.resources.get("jobs", {}), platform.task_values, platform.state_dir / "runs", _RichReporter()
+    )
+    try:
+        result = runner.run(job, _pairs(param, "--param"))
+    except (JobDefinitionError, LocalStateError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        platform.stop()
+        activate(None)
+    console.print(_summary_table(result))
+    if not result.succeeded:
+        raise _fail(f"job {job} failed (run {result.run_id})", code=1)
+
+
+@app.command("reset")
+def reset(target: TargetOption = None) -> None:
+    """Delete TARGET's local state (tables, metastore, MLflow store, runs)."""
+    bundle = _load(target, None)
+    platform = LocalPlatform(bundle.target)
+    try:
+        removed = platform.reset()
+    except LocalStateError as error:
+        raise _fail(str(error)) from None
+    console.print(f"Removed {platform.state_dir}." if removed else f"Nothing to remove at {platform.state_dir}.")
+
+
+@data_app.command("generate")
+def generate(
+    table: Annotated[str, typer.Option(help="Three-level name of the table to write.")],
+    rows: Annotated[int, typer.Option(min=1, help="Number of trips.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    target: TargetOption = None,
+) -> None:
+    """Write ROWS generated trips with the schema of samples.nyctaxi.trips to TABLE."""
+    from mlops_template.data.generator import generate_trips
+
+    bundle = _load(target, None)
+    platform = LocalPlatform(bundle.target)
+    try:
+        platform.save_table(generate_trips(platform.spark, rows=rows, seed=seed), table)
+    except (LocalStateError, ValueError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        platform.stop()
+    console.print(f"Wrote {rows} trips to {table} in {Path(platform.state_dir)}.")

@@ -1,0 +1,1 @@
+"""Source data: the trips schema and the local sample generator."""

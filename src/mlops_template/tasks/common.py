@@ -1,0 +1,75 @@
+"""What every task entry point shares: argv parsing into a typed config, logging, the platform."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mlops_template.platform import Platform, get_platform
+
+log = logging.getLogger(__name__)
+
+
+class TaskConfig(BaseModel):
+    """Base of task configs: `--some-name=value` arguments fill field `some_name`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskArgumentError(ValueError):
+    """The task's parameters do not match its config."""
+
+
+ConfigT = TypeVar("ConfigT", bound=TaskConfig)
+
+
+def parse_arguments(argv: Sequence[str]) -> dict[str, str]:
+    """`--name=value` or `--name value` pairs into a dict keyed by snake_case names."""
+    values: dict[str, str] = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            raise TaskArgumentError(f"unexpected argument '{arg}': expected --name=value")
+        name, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            if not args:
+                raise TaskArgumentError(f"argument --{name} has no value")
+            value = args.pop(0)
+        key = name.replace("-", "_")
+        if key in values:
+            raise TaskArgumentError(f"argument --{name} given twice")
+        values[key] = value
+    return values
+
+
+def build_config(config_type: type[ConfigT], argv: Sequence[str]) -> ConfigT:
+    """Parse argv into the task's config; the error lists each bad or unknown argument."""
+    try:
+        return config_type.model_validate(parse_arguments(argv))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise TaskArgumentError(f"bad parameters for {config_type.__name__}: {problems}") from None
+
+
+def task_entry_point(
+    config_type: type[ConfigT], run: Callable[[Platform, ConfigT], None]
+) -> Callable[[], None]:
+    """A `python_wheel_task` entry point: reads sys.argv like Databricks passes it."""
+
+    def main() -> None:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        config = build_config(config_type, sys.argv[1:])
+        log.info("%s with %s", config_type.__name__, config.model_dump())
+        run(get_platform(), config)
+
+    main.__doc__ = f"Entry point of the task configured by {config_type.__name__}."
+    return main

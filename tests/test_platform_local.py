@@ -1,0 +1,70 @@
+"""The local platform: name mapping, tables, the sample source, the state lock, MLflow stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops_template.platform import LocalPlatform, LocalStateError, MissingTableError
+from mlops_template.platform.names import TableNameError, to_local
+from mlops_template.platform.task_values import LocalTaskValues
+
+
+@pytest.mark.parametrize(
+    ("name", "local"),
+    [("workspace.taxi_fare.trips", "workspace__taxi_fare.trips"), ("Prod.Fares.Trips_Clean", "prod__fares.trips_clean")],
+)
+def test_three_level_names_map_onto_one_local_database_per_schema(name, local):
+    assert to_local(name) == local
+
+
+@pytest.mark.parametrize("name", ["trips", "a.b", "a.b.c.d", "a.b-c.d", "a__x.b.c", "a.b.c;drop"])
+def test_names_that_are_not_three_level_are_rejected(name):
+    with pytest.raises(TableNameError, match="three-level|reserved"):
+        to_local(name)
+
+
+def test_tables_round_trip_under_their_unity_catalog_names(platform, spark):
+    platform.save_table(spark.createDataFrame([(1, "a")], "id int, v string"), "cat.sch.things")
+    assert platform.table_exists("cat.sch.things")
+    assert platform.read_table("cat.sch.things").collect()[0]["v"] == "a"
+    assert (platform.state_dir / "warehouse" / "cat__sch.db" / "things").is_dir()
+
+
+def test_missing_table_error_says_what_to_run(platform):
+    with pytest.raises(MissingTableError, match="cat.sch.nothing does not exist.*Run job pipeline first"):
+        platform.read_table("cat.sch.nothing", produced_by="job pipeline")
+
+
+def test_the_sample_source_is_generated_on_first_read(platform):
+    trips = platform.read_table("samples.nyctaxi.trips")
+    assert trips.count() == platform.sample_rows
+    assert platform.table_exists("samples.nyctaxi.trips")
+
+
+def test_a_second_process_on_the_same_state_gets_a_clear_error(platform, spark):
+    other = LocalPlatform(platform.target, platform.state_dir.parent)
+    with pytest.raises(LocalStateError, match=r"in use by process \d+"):
+        other.reset()
+
+
+def test_mlflow_uses_the_sqlite_store_and_artifacts_in_the_state(platform):
+    import mlflow
+
+    experiment_id = platform.experiment_id("/Users/someone/exp")
+    assert mlflow.get_tracking_uri() == f"sqlite:///{platform.state_dir / 'mlflow.db'}"
+    assert mlflow.get_registry_uri() == mlflow.get_tracking_uri()
+    location = mlflow.get_experiment(experiment_id).artifact_location
+    assert location.startswith((platform.state_dir / "artifacts").as_uri())
+    assert platform.experiment_id("/Users/someone/exp") == experiment_id
+
+
+def test_task_values_must_be_json_and_belong_to_a_task():
+    values = LocalTaskValues()
+    with pytest.raises(RuntimeError, match="outside a job task"):
+        values.set("k", 1)
+    values.current_task = "t"
+    values.set("k", {"a": [1, 2]})
+    with pytest.raises(ValueError, match="not JSON-serializable"):
+        values.set("bad", object())
+    assert values.get("t", "k") == {"a": [1, 2]}
+    assert values.get("t", "absent", "default") == "default"
