@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -60,7 +60,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console.print(f"[bold red]Error:[/] {message}")
+    error_console.print(f"[bold red]Error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -86,12 +86,12 @@ def bundle_summary(target: TargetOption = None, var: VarOption = None) -> None:
     console.print(f"Bundle [bold]{bundle.name}[/], target [bold]{bundle.target}[/] (mode {bundle.mode or 'default'})")
     variables = Table("variable", "value", title="Variables")
     for name, value in sorted(bundle.variables.items()):
-        variables.add_row(name, str(value))
+        variables.add_row(name, escape(str(value)))
     console.print(variables)
     for key, job in bundle.resources.get("jobs", {}).items():
-        tasks = Table("task", "type", "depends on", "entry point / condition", title=f"Job {key}: {job.get('name')}")
+        tasks = Table("task", "type", "depends on", "entry point / condition", title=escape(f"Job {key}: {job.get('name')}"))
         for task in job.get("tasks", []):
-            tasks.add_row(*_describe_task(task))
+            tasks.add_row(*[escape(cell) for cell in _describe_task(task)])
         console.print(tasks)
 
 
@@ -186,4 +186,4 @@ def generate(
         raise _fail(str(error)) from None
     finally:
         platform.stop()
-    console.print(f"Wrote {rows} trips to {table} in {Path(platform.state_dir)}.")
+    console.print(f"Wrote {rows} trips to {table} in {platform.state_dir}.")

@@ -155,7 +155,9 @@ def check_job(job_key: str, job: Mapping[str, Any]) -> None:
         task_key = task.get("task_key", "?")
         types = [k for k in task if k in TASK_TYPES_RUN_LOCALLY or k in TASK_TYPES_NOT_RUN_LOCALLY]
         if len(types) != 1:
-            raise JobDefinitionError(f"job {job_key}: task {task_key} must have exactly one task type, has {types}")
+            raise JobDefinitionError(
+                f"job {job_key}: task {task_key} must have exactly one task type, has {types}"
+            )
         if types[0] in TASK_TYPES_NOT_RUN_LOCALLY:
             raise JobDefinitionError(
                 f"job {job_key}: task {task_key} is a {types[0]}, which the local runner does not run "
@@ -335,15 +337,21 @@ class LocalJobRunner:
             return context.parameters[parts[2]]
         if parts[0] == "tasks" and len(parts) == 4 and parts[2] == "values":
             return self._task_value(parts[1], parts[3], context, task_key)
-        raise JobDefinitionError(f"task {task_key}: dynamic value reference {{{{{name}}}}} is not supported locally")
+        raise JobDefinitionError(
+            f"task {task_key}: dynamic value reference {{{{{name}}}}} is not supported locally"
+        )
 
     @staticmethod
     def _task_value(source: str, name: str, context: _RunContext, task_key: str) -> str:
         if source not in context.results:
-            raise JobDefinitionError(f"task {task_key} reads values of task '{source}', which has not run before it")
+            raise JobDefinitionError(
+                f"task {task_key} reads values of task '{source}', which has not run before it"
+            )
         values = context.results[source].values
         if name not in values:
-            raise JobDefinitionError(f"task {task_key} reads task value '{name}' that task {source} did not set")
+            raise JobDefinitionError(
+                f"task {task_key} reads task value '{name}' that task {source} did not set"
+            )
         value = values[name]
         return value if isinstance(value, str) else json.dumps(value)
 
@@ -355,7 +363,9 @@ class LocalJobRunner:
         return run_id
 
     def _record(self, result: JobRunResult) -> None:
-        (self.runs_dir / f"{result.run_id}.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+        (self.runs_dir / f"{result.run_id}.json").write_text(
+            json.dumps(asdict(result), indent=2, default=str)
+        )
 
 
 def load_entry_point(package_name: str, entry_point: str) -> Callable[[], Any]:

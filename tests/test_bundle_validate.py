@@ -1,0 +1,231 @@
+"""Offline validation: the CLI's JSON schema and the databricks-bundles dataclasses, as the CLI would."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops_template.bundle.loader import BundleError, read_config
+from mlops_template.bundle.validate import (
+    SCHEMA_ENV,
+    check_config,
+    find_schema,
+    load_schema,
+    translate_regex,
+    validate_bundle,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = (PROJECT_ROOT / ".." / "shared" / "reference" / "bundle-jsonschema.json").resolve()
+JOB_FILE = Path("resources/pipeline.job.yml")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("BUNDLE_VAR_")] + [SCHEMA_ENV]:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=["schema", "dataclasses"])
+def broken_bundle(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A copy of the real bundle, checked with the JSON schema or with the dataclasses alone.
+
+    The copy lives outside the project, so ../shared/reference is not found beside it: the
+    "schema" variant points MLOPS_BUNDLE_SCHEMA at the real schema.
+    """
+    if request.param == "schema":
+        if not SCHEMA.is_file():
+            pytest.skip(f"{SCHEMA} is absent")
+        monkeypatch.setenv(SCHEMA_ENV, str(SCHEMA))
+    root = tmp_path / "bundle"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "databricks.yml", root)
+    shutil.copytree(PROJECT_ROOT / "resources", root / "resources")
+    yield root
+
+
+def edit_yaml(file: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = yaml.safe_load(file.read_text())
+    change(data)
+    file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def first_task(data: dict[str, Any]) -> dict[str, Any]:
+    return data["resources"]["jobs"]["pipeline"]["tasks"][0]
+
+
+# --- the real bundle ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["dev", "staging", "prod"])
+def test_real_bundle_validates(target: str) -> None:
+    bundle = validate_bundle(PROJECT_ROOT, target)
+    assert bundle.target == target
+    assert bundle.resources["jobs"]
+
+
+def test_real_bundle_default_target_and_override() -> None:
+    bundle = validate_bundle(PROJECT_ROOT, None, {"catalog": "mine"})
+    assert bundle.target == "dev"
+    assert bundle.variables["catalog"] == "mine"
+
+
+def test_real_config_matches_the_cli_json_schema() -> None:
+    """databricks.yml + includes, unresolved, against the CLI's own schema."""
+    if not SCHEMA.is_file():
+        pytest.skip(f"{SCHEMA} is absent")
+    assert find_schema(PROJECT_ROOT) == SCHEMA
+    config = read_config(PROJECT_ROOT)
+    assert len(config.files) > 1  # includes were read
+    check_config(config, load_schema(SCHEMA))
+
+
+# --- what the CLI would reject -----------------------------------------------------------------
+
+
+def test_misspelled_task_key_names_key_and_file(broken_bundle: Path) -> None:
+    def misspell(data: dict[str, Any]) -> None:
+        wheel = first_task(data)["python_wheel_task"]
+        wheel["entry_pont"] = wheel.pop("entry_point")
+
+    edit_yaml(broken_bundle / JOB_FILE, misspell)
+    with pytest.raises(
+        BundleError, match=r"unknown key 'entry_pont' \(did you mean 'entry_point'\?\)"
+    ) as error:
+        validate_bundle(broken_bundle)
+    assert error.value.file == JOB_FILE
+    assert error.value.key == "resources.jobs.pipeline.tasks[0].python_wheel_task.entry_pont"
+    assert str(error.value).startswith(
+        f"{JOB_FILE}: resources.jobs.pipeline.tasks[0].python_wheel_task.entry_pont: "
+    )
+
+
+def test_misspelled_task_key_field(broken_bundle: Path) -> None:
+    edit_yaml(
+        broken_bundle / JOB_FILE, lambda d: first_task(d).update(task_kye=first_task(d).pop("task_key"))
+    )
+    with pytest.raises(BundleError, match="unknown key 'task_kye'") as error:
+        validate_bundle(broken_bundle)
+    assert (error.value.file, error.value.key) == (JOB_FILE, "resources.jobs.pipeline.tasks[0].task_kye")
+
+
+def test_bad_enum(broken_bundle: Path) -> None:
+    edit_yaml(broken_bundle / JOB_FILE, lambda d: first_task(d).update(run_if="SOMETIMES"))
+    with pytest.raises(BundleError, match=r"'SOMETIMES' is not one of .*ALL_SUCCESS") as error:
+        validate_bundle(broken_bundle)
+    assert (error.value.file, error.value.key) == (JOB_FILE, "resources.jobs.pipeline.tasks[0].run_if")
+
+
+def test_bad_enum_through_a_variable(broken_bundle: Path) -> None:
+    """Only the resolved value is wrong: the dataclass check of the resolved job catches it."""
+    with pytest.raises(BundleError, match="'HALTED' is not one of") as error:
+        validate_bundle(broken_bundle, "prod", {"schedule_pause_status": "HALTED"})
+    assert (error.value.file, error.value.key) == (JOB_FILE, "resources.jobs.pipeline.schedule.pause_status")
+
+
+def test_wrong_type(broken_bundle: Path) -> None:
+    edit_yaml(
+        broken_bundle / JOB_FILE,
+        lambda d: d["resources"]["jobs"]["pipeline"].update(max_concurrent_runs="lots"),
+    )
+    with pytest.raises(BundleError, match=r"expected int.*'lots'") as error:
+        validate_bundle(broken_bundle)
+    assert error.value.key == "resources.jobs.pipeline.max_concurrent_runs"
+
+
+def test_misspelled_schema_field(broken_bundle: Path) -> None:
+    schema_file = broken_bundle / "resources" / "schema.yml"
+    edit_yaml(
+        schema_file,
+        lambda d: d["resources"]["schemas"]["pipeline_schema"].update(
+            catalog=d["resources"]["schemas"]["pipeline_schema"].pop("catalog_name")
+        ),
+    )
+    with pytest.raises(BundleError, match="unknown key 'catalog'") as error:
+        validate_bundle(broken_bundle)
+    assert (error.value.file, error.value.key) == (
+        Path("resources/schema.yml"),
+        "resources.schemas.pipeline_schema.catalog",
+    )
+
+
+def test_unresolvable_reference(broken_bundle: Path) -> None:
+    edit_yaml(broken_bundle / JOB_FILE, lambda d: first_task(d).update(description="${var.nope}"))
+    with pytest.raises(BundleError, match=r"cannot resolve \$\{var.nope\}") as error:
+        validate_bundle(broken_bundle)
+    assert (error.value.file, error.value.key) == (JOB_FILE, "resources.jobs.pipeline.tasks[0].description")
+
+
+def test_unknown_target(broken_bundle: Path) -> None:
+    with pytest.raises(BundleError, match="unknown target 'qa'"):
+        validate_bundle(broken_bundle, "qa")
+
+
+def test_duplicate_resource_key(broken_bundle: Path) -> None:
+    (broken_bundle / "resources" / "copy.yml").write_text((broken_bundle / JOB_FILE).read_text())
+    with pytest.raises(BundleError, match="'pipeline' is defined twice"):
+        validate_bundle(broken_bundle)
+
+
+def test_misspelled_workspace_key_in_target(broken_bundle: Path) -> None:
+    edit_yaml(
+        broken_bundle / "databricks.yml", lambda d: d["targets"]["prod"]["workspace"].update(root_pth="/x")
+    )
+    with pytest.raises(BundleError, match="unknown key 'root_pth'") as error:
+        validate_bundle(broken_bundle, "prod")
+    assert (error.value.file, error.value.key) == (Path("databricks.yml"), "targets.prod.workspace.root_pth")
+
+
+def test_unknown_resource_type(broken_bundle: Path) -> None:
+    (broken_bundle / "resources" / "odd.yml").write_text("resources:\n  jobz:\n    x:\n      name: x\n")
+    with pytest.raises(BundleError, match="jobz") as error:
+        validate_bundle(broken_bundle)
+    assert error.value.file == Path("resources/odd.yml")
+
+
+def test_resource_type_without_dataclass_uses_the_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """registered_models have no dataclass here: the schema's definition of the type checks them."""
+    if not SCHEMA.is_file():
+        pytest.skip(f"{SCHEMA} is absent")
+    monkeypatch.setenv(SCHEMA_ENV, str(SCHEMA))
+    shutil.copy(PROJECT_ROOT / "databricks.yml", tmp_path)
+    shutil.copytree(PROJECT_ROOT / "resources", tmp_path / "resources")
+    model = "resources:\n  registered_models:\n    fare:\n      catalog_name: ${var.catalog}\n"
+    model += "      schema_name: ${var.schema}\n      name: ${var.model_name}\n"
+    (tmp_path / "resources" / "model.yml").write_text(model)
+    bundle = validate_bundle(tmp_path, "prod")
+    assert bundle.resources["registered_models"]["fare"]["name"] == "fare_model"
+    (tmp_path / "resources" / "model.yml").write_text(model + "      comentt: typo\n")
+    with pytest.raises(BundleError, match="unknown key 'comentt'") as error:
+        validate_bundle(tmp_path, "prod")
+    assert (error.value.file, error.value.key) == (
+        Path("resources/model.yml"),
+        "resources.registered_models.fare.comentt",
+    )
+
+
+def test_schema_env_pointing_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SCHEMA_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(BundleError, match=SCHEMA_ENV):
+        validate_bundle(PROJECT_ROOT)
+
+
+def test_translate_regex_handles_unicode_classes() -> None:
+    pattern = translate_regex(r"\$\{(var(\.\p{L}+([-_]*[\p{L}\p{N}]+)*(\[[0-9]+\])*)+)\}")
+    assert r"\p" not in pattern
+    assert re.fullmatch(pattern, "${var.catalog}")
+    assert re.fullmatch(pattern, "${var.my-var_2.x[0]}")
+    assert re.fullmatch(pattern, "${var.größe}")
+    assert not re.fullmatch(pattern, "${var.2x}")
+    assert not re.search(pattern, "${var." + "a" * 5000 + "!")  # no catastrophic backtracking
