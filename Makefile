@@ -11,7 +11,7 @@ PYTHON ?= python3
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 MLOPS := $(UV) run --no-sync mlops
 
-.PHONY: help install check-java run test lint format validate ui reset clean
+.PHONY: help install check-java run test lint format validate wheel ui reset clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ format: install  ## ruff fix and format
 
 validate: install  ## Validate the bundle offline for every target
 	@for t in dev staging prod; do $(MLOPS) bundle validate -t $$t || exit 1; done
+
+wheel: $(UV)  ## Build the wheel the bundle deploys (dist/*.whl)
+	$(UV) build --wheel
 
 ui: install  ## MLflow UI on the local tracking store of TARGET
 	$(UV) run --no-sync mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.mlops/$(TARGET)/mlflow.db --host 127.0.0.1 --port 5000

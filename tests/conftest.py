@@ -15,7 +15,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     """The local platform over a fresh state directory, active for the whole session."""
-    local = LocalPlatform("test", tmp_path_factory.mktemp("mlops-state"), sample_rows=3_000, shuffle_partitions=2)
+    local = LocalPlatform(
+        "test", tmp_path_factory.mktemp("mlops-state"), sample_rows=3_000, shuffle_partitions=2
+    )
     activate(local)
     yield local
     activate(None)

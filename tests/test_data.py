@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 
 from mlops_template.data.generator import JFK_FLAT_FARE, generate_trips
 from mlops_template.data.schema import TRIPS_SCHEMA
+from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.prepare_data import (
     PrepareDataConfig,
     SourceSchemaError,
@@ -14,7 +15,6 @@ from mlops_template.tasks.prepare_data import (
     clean_trips,
     run,
 )
-from mlops_template.tasks.common import TaskArgumentError, build_config
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,9 @@ def test_schema_check_names_missing_and_mistyped_columns(trips):
     broken = trips.drop("pickup_zip").withColumn("fare_amount", F.col("fare_amount").cast("string"))
     with pytest.raises(SourceSchemaError, match="pickup_zip missing.*|fare_amount is string") as error:
         check_trips_schema(broken, "cat.sch.src")
-    assert "pickup_zip missing" in str(error.value) and "fare_amount is string, expected double" in str(error.value)
+    assert "pickup_zip missing" in str(error.value) and "fare_amount is string, expected double" in str(
+        error.value
+    )
 
 
 def test_cleaning_drops_implausible_trips_and_adds_stable_ids(spark, trips):
@@ -67,8 +69,11 @@ def test_cleaning_drops_implausible_trips_and_adds_stable_ids(spark, trips):
     ).select(
         F.to_timestamp("p").alias("tpep_pickup_datetime"),
         F.to_timestamp("d").alias("tpep_dropoff_datetime"),
-        "trip_distance", "fare_amount", "pickup_zip", "dropoff_zip",
-    )  # fmt: skip
+        "trip_distance",
+        "fare_amount",
+        "pickup_zip",
+        "dropoff_zip",
+    )
     cleaned = clean_trips(trips.unionByName(bad).unionByName(trips.limit(10)), 0.1)
     assert cleaned.count() == trips.count()
     assert cleaned.select("trip_id").distinct().count() == trips.count()
@@ -91,7 +96,9 @@ def test_prepare_data_task_writes_the_clean_table(platform):
 
 def test_task_arguments_are_checked_against_the_config():
     with pytest.raises(TaskArgumentError, match="--min-trip-distance: .*greater than or equal"):
-        build_config(PrepareDataConfig, ["--source-table=a.b.c", "--output-table=a.b.d", "--min-trip-distance=-1"])
+        build_config(
+            PrepareDataConfig, ["--source-table=a.b.c", "--output-table=a.b.d", "--min-trip-distance=-1"]
+        )
     with pytest.raises(TaskArgumentError, match="--colour: Extra inputs"):
         build_config(PrepareDataConfig, ["--source-table=a.b.c", "--output-table=a.b.d", "--colour=red"])
     with pytest.raises(TaskArgumentError, match="expected --name=value"):

@@ -11,7 +11,10 @@ from mlops_template.platform.task_values import LocalTaskValues
 
 @pytest.mark.parametrize(
     ("name", "local"),
-    [("workspace.taxi_fare.trips", "workspace__taxi_fare.trips"), ("Prod.Fares.Trips_Clean", "prod__fares.trips_clean")],
+    [
+        ("workspace.taxi_fare.trips", "workspace__taxi_fare.trips"),
+        ("Prod.Fares.Trips_Clean", "prod__fares.trips_clean"),
+    ],
 )
 def test_three_level_names_map_onto_one_local_database_per_schema(name, local):
     assert to_local(name) == local

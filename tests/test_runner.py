@@ -51,7 +51,11 @@ def local(tmp_path: Path) -> LocalPlatform:
 def wheel(key: str, entry: str = "rt-record", *args: str, **extra: Any) -> dict[str, Any]:
     task = {
         "task_key": key,
-        "python_wheel_task": {"package_name": "runner_tasks", "entry_point": entry, "parameters": [f"--name={key}", *args]},
+        "python_wheel_task": {
+            "package_name": "runner_tasks",
+            "entry_point": entry,
+            "parameters": [f"--name={key}", *args],
+        },
     }
     return {**task, **extra}
 
@@ -73,7 +77,13 @@ def test_tasks_run_in_dependency_order_with_job_parameters(local, log_file):
         "parameters": [{"name": "day", "default": "2016-01-01"}],
         "tasks": [
             wheel("c", depends_on=[{"task_key": "b"}]),
-            wheel("b", "rt-record", "--day={{job.parameters.day}}", "--run={{job.run_id}}", depends_on=[{"task_key": "a"}]),
+            wheel(
+                "b",
+                "rt-record",
+                "--day={{job.parameters.day}}",
+                "--run={{job.run_id}}",
+                depends_on=[{"task_key": "a"}],
+            ),
             wheel("a"),
         ],
     }
@@ -97,9 +107,18 @@ def test_task_values_feed_a_condition_and_its_outcome_gates_dependents(local, lo
             {
                 "task_key": "gate",
                 "depends_on": [{"task_key": "check"}],
-                "condition_task": {"op": "GREATER_THAN", "left": "{{tasks.check.values.score}}", "right": "5"},
+                "condition_task": {
+                    "op": "GREATER_THAN",
+                    "left": "{{tasks.check.values.score}}",
+                    "right": "5",
+                },
             },
-            wheel("deploy", "rt-record", "--flag={{tasks.check.values.passed}}", depends_on=[{"task_key": "gate", "outcome": "true"}]),
+            wheel(
+                "deploy",
+                "rt-record",
+                "--flag={{tasks.check.values.passed}}",
+                depends_on=[{"task_key": "gate", "outcome": "true"}],
+            ),
             wheel("alert", depends_on=[{"task_key": "gate", "outcome": "false"}]),
             wheel("after_alert", depends_on=[{"task_key": "alert"}]),
         ]
@@ -148,8 +167,15 @@ def test_nonzero_exit_fails_the_task(local, log_file):
 
 def test_run_job_task_runs_the_other_job(local, log_file):
     jobs = {
-        "parent": {"tasks": [{"task_key": "trigger", "run_job_task": {"job_id": "child", "job_parameters": {"x": "9"}}}]},
-        "child": {"parameters": [{"name": "x", "default": "1"}], "tasks": [wheel("inner", "rt-record", "--x={{job.parameters.x}}")]},
+        "parent": {
+            "tasks": [
+                {"task_key": "trigger", "run_job_task": {"job_id": "child", "job_parameters": {"x": "9"}}}
+            ]
+        },
+        "child": {
+            "parameters": [{"name": "x", "default": "1"}],
+            "tasks": [wheel("inner", "rt-record", "--x={{job.parameters.x}}")],
+        },
     }
     result = run(local, jobs, job="parent")
     assert result.succeeded
@@ -162,7 +188,15 @@ def test_run_job_task_runs_the_other_job(local, log_file):
         ({"tasks": [{"task_key": "nb", "notebook_task": {"notebook_path": "x"}}]}, "notebook_task"),
         ({"tasks": [{**wheel("a"), "task_kye": "oops"}]}, "task_kye"),
         ({"tasks": [wheel("a", depends_on=[{"task_key": "ghost"}])]}, "ghost"),
-        ({"tasks": [wheel("a", depends_on=[{"task_key": "b"}]), wheel("b", depends_on=[{"task_key": "a"}])]}, "cycle"),
+        (
+            {
+                "tasks": [
+                    wheel("a", depends_on=[{"task_key": "b"}]),
+                    wheel("b", depends_on=[{"task_key": "a"}]),
+                ]
+            },
+            "cycle",
+        ),
         ({"tasks": [wheel("a")], "continuous": {}}, "continuous"),
     ],
 )
@@ -181,7 +215,12 @@ def test_unknown_job_and_unknown_parameter_are_errors(local):
 
 
 def test_bad_references_fail_the_task_naming_the_reference(local, log_file):
-    job = {"tasks": [wheel("a"), wheel("b", "rt-record", "--v={{tasks.a.values.missing}}", depends_on=[{"task_key": "a"}])]}
+    job = {
+        "tasks": [
+            wheel("a"),
+            wheel("b", "rt-record", "--v={{tasks.a.values.missing}}", depends_on=[{"task_key": "a"}]),
+        ]
+    }
     result = run(local, {"job": job})
     assert result.task("b").status == TaskStatus.FAILED
     assert "did not set" in result.task("b").error and "missing" in result.task("b").error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -13,20 +14,30 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mlops_template.bundle.loader import BundleError, ResolvedBundle, find_bundle_root
-from mlops_template.bundle.runner import JobDefinitionError, JobRunResult, LocalJobRunner, TaskResult, TaskStatus
+from mlops_template.bundle.runner import (
+    JobDefinitionError,
+    JobRunResult,
+    LocalJobRunner,
+    TaskResult,
+    TaskStatus,
+)
 from mlops_template.bundle.validate import validate_bundle
 from mlops_template.platform import LocalPlatform, LocalStateError, activate
+from mlops_template.registry.cli import model_app
 
 app = typer.Typer(help="Run the MLOps bundle's jobs locally and check it offline.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Validate and summarize databricks.yml offline.", no_args_is_help=True)
 data_app = typer.Typer(help="Local sample data.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
 
 console = Console()
 error_console = Console(stderr=True)
 
-TargetOption = Annotated[str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")]
+TargetOption = Annotated[
+    str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")
+]
 VarOption = Annotated[
     list[str] | None, typer.Option("--var", help="Override a bundle variable: name=value (repeatable).")
 ]
@@ -39,7 +50,9 @@ _STATUS_STYLE = {
 
 
 @app.callback()
-def _configure_logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def _configure_logging(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.WARNING,
         format="%(message)s",
@@ -47,6 +60,7 @@ def _configure_logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", 
         force=True,
     )
     logging.getLogger("mlops_template").setLevel(logging.DEBUG if verbose else logging.INFO)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -83,13 +97,21 @@ def bundle_validate(target: TargetOption = None, var: VarOption = None) -> None:
 def bundle_summary(target: TargetOption = None, var: VarOption = None) -> None:
     """Print the resolved variables, jobs and tasks of TARGET."""
     bundle = _load(target, var)
-    console.print(f"Bundle [bold]{bundle.name}[/], target [bold]{bundle.target}[/] (mode {bundle.mode or 'default'})")
+    console.print(
+        f"Bundle [bold]{bundle.name}[/], target [bold]{bundle.target}[/] (mode {bundle.mode or 'default'})"
+    )
     variables = Table("variable", "value", title="Variables")
     for name, value in sorted(bundle.variables.items()):
         variables.add_row(name, escape(str(value)))
     console.print(variables)
     for key, job in bundle.resources.get("jobs", {}).items():
-        tasks = Table("task", "type", "depends on", "entry point / condition", title=escape(f"Job {key}: {job.get('name')}"))
+        tasks = Table(
+            "task",
+            "type",
+            "depends on",
+            "entry point / condition",
+            title=escape(f"Job {key}: {job.get('name')}"),
+        )
         for task in job.get("tasks", []):
             tasks.add_row(*[escape(cell) for cell in _describe_task(task)])
         console.print(tasks)
@@ -134,7 +156,9 @@ def _summary_table(result: JobRunResult) -> Table:
 def run_job(
     job: Annotated[str, typer.Argument(help="Job key under resources.jobs.")],
     target: TargetOption = None,
-    param: Annotated[list[str] | None, typer.Option("--param", help="Job parameter name=value (repeatable).")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Job parameter name=value (repeatable).")
+    ] = None,
     var: VarOption = None,
 ) -> None:
     """Run JOB's tasks locally in dependency order, in one process with one Spark session."""
@@ -165,7 +189,9 @@ def reset(target: TargetOption = None) -> None:
         removed = platform.reset()
     except LocalStateError as error:
         raise _fail(str(error)) from None
-    console.print(f"Removed {platform.state_dir}." if removed else f"Nothing to remove at {platform.state_dir}.")
+    console.print(
+        f"Removed {platform.state_dir}." if removed else f"Nothing to remove at {platform.state_dir}."
+    )
 
 
 @data_app.command("generate")

@@ -72,27 +72,65 @@ class RunReporter(Protocol):
 
 TASK_TYPES_RUN_LOCALLY = ("python_wheel_task", "condition_task", "run_job_task")
 TASK_TYPES_NOT_RUN_LOCALLY = (
-    "notebook_task", "spark_python_task", "spark_jar_task", "spark_submit_task", "pipeline_task",
-    "sql_task", "dbt_task", "for_each_task", "clean_rooms_notebook_task", "dashboard_task",
-    "power_bi_task", "gen_ai_compute_task", "dbt_platform_task", "alert_task",
-)  # fmt: skip
+    "notebook_task",
+    "spark_python_task",
+    "spark_jar_task",
+    "spark_submit_task",
+    "pipeline_task",
+    "sql_task",
+    "dbt_task",
+    "for_each_task",
+    "clean_rooms_notebook_task",
+    "dashboard_task",
+    "power_bi_task",
+    "gen_ai_compute_task",
+    "dbt_platform_task",
+    "alert_task",
+)
 # Keys that only matter to a deployed job (compute, retries, notifications): no local effect.
 DEPLOY_ONLY_TASK_KEYS = frozenset(
     {
-        "description", "environment_key", "job_cluster_key", "existing_cluster_id", "new_cluster",
-        "libraries", "timeout_seconds", "max_retries", "min_retry_interval_millis",
-        "retry_on_timeout", "email_notifications", "webhook_notifications",
-        "notification_settings", "health", "disable_auto_optimization",
+        "description",
+        "environment_key",
+        "job_cluster_key",
+        "existing_cluster_id",
+        "new_cluster",
+        "libraries",
+        "timeout_seconds",
+        "max_retries",
+        "min_retry_interval_millis",
+        "retry_on_timeout",
+        "email_notifications",
+        "webhook_notifications",
+        "notification_settings",
+        "health",
+        "disable_auto_optimization",
     }
-)  # fmt: skip
+)
 DEPLOY_ONLY_JOB_KEYS = frozenset(
     {
-        "name", "description", "schedule", "trigger", "environments", "max_concurrent_runs",
-        "email_notifications", "webhook_notifications", "notification_settings", "tags",
-        "timeout_seconds", "queue", "permissions", "job_clusters", "health", "edit_mode",
-        "performance_target", "run_as", "budget_policy_id", "usage_policy_id",
+        "name",
+        "description",
+        "schedule",
+        "trigger",
+        "environments",
+        "max_concurrent_runs",
+        "email_notifications",
+        "webhook_notifications",
+        "notification_settings",
+        "tags",
+        "timeout_seconds",
+        "queue",
+        "permissions",
+        "job_clusters",
+        "health",
+        "edit_mode",
+        "performance_target",
+        "run_as",
+        "budget_policy_id",
+        "usage_policy_id",
     }
-)  # fmt: skip
+)
 
 _REFERENCE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
@@ -135,9 +173,10 @@ def order_tasks(job_key: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any
     done: set[str] = set()
     while len(ordered) < len(tasks):
         ready = [
-            t for t in tasks
+            t
+            for t in tasks
             if t["task_key"] not in done and all(d["task_key"] in done for d in t.get("depends_on", []))
-        ]  # fmt: skip
+        ]
         if not ready:
             cycle = sorted(set(by_key) - done)
             raise JobDefinitionError(f"job {job_key}: tasks {cycle} depend on each other in a cycle")
@@ -265,7 +304,7 @@ class LocalJobRunner:
             result = TaskResult(key, TaskStatus.SUCCESS, outcome=outcome)
         except KeyboardInterrupt:
             raise
-        except BaseException as error:  # noqa: BLE001 - a task's failure is its result
+        except BaseException as error:
             result = TaskResult(key, TaskStatus.FAILED, error=_describe(error))
         result.seconds = time.perf_counter() - started
         result.values = self.task_values.of_task(key)

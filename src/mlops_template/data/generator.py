@@ -19,9 +19,38 @@ from pyspark.sql import functions as F
 from mlops_template.data.schema import TRIPS_SCHEMA
 
 # Zips ordered from busiest (Midtown) to quietest; the last two are the airports.
-MANHATTAN_ZIPS = [10001, 10016, 10019, 10022, 10036, 10011, 10003, 10010, 10017, 10018,
-                  10023, 10024, 10028, 10021, 10065, 10013, 10012, 10014, 10002, 10009,
-                  10025, 10029, 10128, 10075, 10007, 10006, 10004, 10282, 10038, 10005]  # fmt: skip
+MANHATTAN_ZIPS = [
+    10001,
+    10016,
+    10019,
+    10022,
+    10036,
+    10011,
+    10003,
+    10010,
+    10017,
+    10018,
+    10023,
+    10024,
+    10028,
+    10021,
+    10065,
+    10013,
+    10012,
+    10014,
+    10002,
+    10009,
+    10025,
+    10029,
+    10128,
+    10075,
+    10007,
+    10006,
+    10004,
+    10282,
+    10038,
+    10005,
+]
 OUTER_ZIPS = [11201, 11211, 11215, 11101, 11103, 11217, 11238, 10451, 10463, 11377]
 JFK_ZIP, LGA_ZIP = 11430, 11371
 ZIPS = MANHATTAN_ZIPS + OUTER_ZIPS + [LGA_ZIP, JFK_ZIP]
@@ -40,9 +69,7 @@ def _uniform(seed: int, draw: int) -> Column:
 
 def _normal(seed: int, draw: int) -> Column:
     """A standard normal draw (Box-Muller over two uniform draws)."""
-    return F.sqrt(-2.0 * F.log(_uniform(seed, draw))) * F.cos(
-        2 * math.pi * _uniform(seed, draw + 1)
-    )
+    return F.sqrt(-2.0 * F.log(_uniform(seed, draw))) * F.cos(2 * math.pi * _uniform(seed, draw + 1))
 
 
 def _pick_zip(u: Column) -> Column:
@@ -80,9 +107,11 @@ def generate_trips(spark: SparkSession, rows: int = 20_000, seed: int = 42) -> D
     trips = (
         base.withColumn(
             "tpep_pickup_datetime",
-            F.timestamp_seconds(F.lit(int(START.replace(tzinfo=dt.UTC).timestamp()))
-                                + F.floor(_uniform(seed, 0) * SPAN_SECONDS)),
-        )  # fmt: skip
+            F.timestamp_seconds(
+                F.lit(int(START.replace(tzinfo=dt.UTC).timestamp()))
+                + F.floor(_uniform(seed, 0) * SPAN_SECONDS)
+            ),
+        )
         .withColumn("pickup_zip", pickup_zip)
         .withColumn(
             "dropoff_zip",
@@ -90,14 +119,18 @@ def generate_trips(spark: SparkSession, rows: int = 20_000, seed: int = 42) -> D
         )
         .withColumn("hour", F.hour("tpep_pickup_datetime"))
         .withColumn("weekend", F.dayofweek("tpep_pickup_datetime").isin(1, 7))
-        .withColumn("airport", F.col("pickup_zip").isin(JFK_ZIP, LGA_ZIP) | F.col("dropoff_zip").isin(JFK_ZIP, LGA_ZIP))
+        .withColumn(
+            "airport",
+            F.col("pickup_zip").isin(JFK_ZIP, LGA_ZIP) | F.col("dropoff_zip").isin(JFK_ZIP, LGA_ZIP),
+        )
         .withColumn(
             "trip_distance",
             F.round(
                 F.least(
                     F.greatest(
-                        F.when(F.col("airport"), 11.0 + 3.0 * _normal(seed, 5))
-                        .otherwise(F.exp(0.55 + 0.75 * _normal(seed, 7))),
+                        F.when(F.col("airport"), 11.0 + 3.0 * _normal(seed, 5)).otherwise(
+                            F.exp(0.55 + 0.75 * _normal(seed, 7))
+                        ),
                         F.lit(0.1),
                     ),
                     F.lit(40.0),
@@ -127,14 +160,18 @@ def generate_trips(spark: SparkSession, rows: int = 20_000, seed: int = 42) -> D
             ).otherwise(
                 F.greatest(
                     F.round(
-                        (_metered_fare(F.col("trip_distance"), F.col("minutes"), F.col("hour"), F.col("weekend"))
-                         + 1.2 * _normal(seed, 11)) * 2
-                    ) / 2,
+                        (
+                            _metered_fare(
+                                F.col("trip_distance"), F.col("minutes"), F.col("hour"), F.col("weekend")
+                            )
+                            + 1.2 * _normal(seed, 11)
+                        )
+                        * 2
+                    )
+                    / 2,
                     F.lit(2.5),
                 )
             ),
-        )  # fmt: skip
+        )
     )
-    return trips.select(
-        *[F.col(field.name).cast(field.dataType).alias(field.name) for field in TRIPS_SCHEMA]
-    )
+    return trips.select(*[F.col(field.name).cast(field.dataType).alias(field.name) for field in TRIPS_SCHEMA])

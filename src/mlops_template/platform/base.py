@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mlops_template.platform.feature_store import FeatureStore
 from mlops_template.platform.names import split_name
 from mlops_template.platform.task_values import TaskValues
 
@@ -38,6 +40,11 @@ class Platform(ABC):
     def ensure_schema(self, name: str) -> None:
         """Make sure the schema of table `name` exists (locally: create its database)."""
 
+    @property
+    @abstractmethod
+    def feature_store(self) -> FeatureStore:
+        """Feature tables with primary / timestamp keys and point-in-time training sets."""
+
     @abstractmethod
     def configure_mlflow(self) -> None:
         """Point MLflow tracking and registry at this platform's stores."""
@@ -45,6 +52,10 @@ class Platform(ABC):
     @abstractmethod
     def experiment_id(self, experiment_name: str) -> str:
         """The id of the named MLflow experiment, created when missing."""
+
+    @abstractmethod
+    def merge_table(self, df: DataFrame, name: str, keys: Sequence[str]) -> None:
+        """Upsert `df` into table `name` by `keys` (created when missing); other rows are kept."""
 
     def _provide_missing_table(self, name: str) -> bool:
         """Hook: create a well-known table that is missing; True if it now exists."""
@@ -65,9 +76,5 @@ class Platform(ABC):
     def save_table(self, df: DataFrame, name: str, *, mode: str = "overwrite") -> None:
         """Write a managed table (Delta on Databricks, Spark's default format locally)."""
         self.ensure_schema(name)
-        (
-            df.write.mode(mode)
-            .option("overwriteSchema", "true")
-            .saveAsTable(self.table_name(name))
-        )
+        (df.write.mode(mode).option("overwriteSchema", "true").saveAsTable(self.table_name(name)))
         log.info("wrote table %s", name)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import mlflow
 
 from mlops_template.platform.base import Platform
+from mlops_template.platform.feature_store import DatabricksFeatureStore, FeatureStore
 from mlops_template.platform.names import split_name
 from mlops_template.platform.task_values import DatabricksTaskValues
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def on_databricks() -> bool:
@@ -28,12 +31,19 @@ class DatabricksPlatform(Platform):
     def __init__(self) -> None:
         self.task_values = DatabricksTaskValues()
         self._spark: SparkSession | None = None
+        self._feature_store: FeatureStore | None = None
 
     @property
     def spark(self) -> SparkSession:
         if self._spark is None:
             self._spark = _databricks_spark()
         return self._spark
+
+    @property
+    def feature_store(self) -> FeatureStore:
+        if self._feature_store is None:
+            self._feature_store = DatabricksFeatureStore()
+        return self._feature_store
 
     def table_name(self, name: str) -> str:
         split_name(name)
@@ -42,6 +52,19 @@ class DatabricksPlatform(Platform):
     def ensure_schema(self, name: str) -> None:
         """The bundle's `schemas` resource creates the schema at deploy time."""
         split_name(name)
+
+    def merge_table(self, df: DataFrame, name: str, keys: Sequence[str]) -> None:
+        """A Delta MERGE: matched rows updated, new rows inserted, in one transaction."""
+        if not self.table_exists(name):
+            self.save_table(df, name)
+            return
+        source = f"mlops_merge_source_{uuid.uuid4().hex}"
+        df.createOrReplaceTempView(source)
+        condition = " AND ".join(f"t.`{key}` <=> s.`{key}`" for key in keys)
+        self.spark.sql(
+            f"MERGE INTO {name} t USING {source} s ON {condition} "
+            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
 
     def configure_mlflow(self) -> None:
         mlflow.set_tracking_uri("databricks")

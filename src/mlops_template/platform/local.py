@@ -11,17 +11,22 @@ import logging
 import os
 import shutil
 import sys
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 
 from mlops_template.platform.base import Platform
+from mlops_template.platform.feature_store import FeatureStore
 from mlops_template.platform.names import local_database, split_name, to_local
 from mlops_template.platform.task_values import LocalTaskValues
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +76,57 @@ class LocalPlatform(Platform):
             self._spark = self._start_spark()
         return self._spark
 
+    @property
+    def feature_store(self) -> FeatureStore:
+        from mlops_template.platform.local_feature_store import LocalFeatureStore
+
+        return LocalFeatureStore(self)
+
     def table_name(self, name: str) -> str:
         return to_local(name)
 
     def ensure_schema(self, name: str) -> None:
-        catalog, schema, _ = split_name(name)
-        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {local_database(catalog, schema)}")
+        database = local_database(*split_name(name)[:2])
+        if not self.spark.catalog.databaseExists(database):  # IF NOT EXISTS alone logs a Hive error
+            self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+
+    def merge_table(self, df: DataFrame, name: str, keys: Sequence[str]) -> None:
+        """Existing rows without a key in `df`, plus `df`, swapped in whole (see `_replace_data`)."""
+        if not self.table_exists(name):
+            self.save_table(df, name)
+            return
+        existing = self.spark.table(self.table_name(name))
+        kept = existing.join(df.select(*[_quoted(key) for key in keys]), on=list(keys), how="left_anti")
+        self._replace_data(name, kept.unionByName(df))
+        log.info("merged into %s by %s", name, list(keys))
+
+    def _replace_data(self, name: str, data: DataFrame) -> None:
+        """Swap the table's data for `data` without ever leaving it partly written.
+
+        Spark cannot overwrite the files a plan reads (and `data` reads the table), and without
+        Delta an overwrite in place deletes the old files before writing new ones: a failure in
+        between would lose the table. So `data` is written to a fresh directory beside the
+        table's, and one metastore update (ALTER TABLE SET LOCATION) commits it. A failure before
+        that leaves the table as it was; the old directory is deleted only after the switch.
+        """
+        table = self.table_name(name)
+        old_location, provider = self._location_and_format(table)
+        new_location = f"{old_location.rsplit('/', 1)[0]}/{table.split('.')[-1]}-{uuid.uuid4().hex[:12]}"
+        try:
+            data.write.format(provider).mode("errorifexists").save(new_location)
+            self.spark.sql(f"ALTER TABLE {table} SET LOCATION '{_sql_escape(new_location)}'")
+        except BaseException:
+            if self._location_and_format(table)[0] != new_location:
+                _delete_directory(new_location)
+            raise
+        self.spark.catalog.refreshTable(table)
+        _delete_directory(old_location)
+
+    def _location_and_format(self, table: str) -> tuple[str, str]:
+        """The table's data location and format (`DESCRIBE TABLE EXTENDED`)."""
+        rows = self.spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+        details = {row["col_name"]: row["data_type"] for row in rows}
+        return details["Location"], details["Provider"]
 
     @property
     def tracking_uri(self) -> str:
@@ -134,7 +184,9 @@ class LocalPlatform(Platform):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         from pyspark.sql import SparkSession
 
-        java_options = f"-Dderby.system.home={self.state_dir} -Dlog4j2.configurationFile={_LOG4J_CONFIG.as_uri()}"
+        java_options = (
+            f"-Dderby.system.home={self.state_dir} -Dlog4j2.configurationFile={_LOG4J_CONFIG.as_uri()}"
+        )
         builder = (
             SparkSession.builder.master("local[*]")
             .appName(f"mlops-{self.target}")
@@ -154,10 +206,11 @@ class LocalPlatform(Platform):
         )
         active = SparkSession.getActiveSession()
         warehouse = str(self.state_dir / "warehouse")
-        if active is not None and active.conf.get("spark.sql.warehouse.dir").removeprefix("file:") != warehouse:
+        active_warehouse = active.conf.get("spark.sql.warehouse.dir") if active is not None else None
+        if active_warehouse is not None and active_warehouse.removeprefix("file:") != warehouse:
             raise LocalStateError(
                 "this process already runs a Spark session over other local state "
-                f"({active.conf.get('spark.sql.warehouse.dir')}); one process serves one target"
+                f"({active_warehouse}); one process serves one target"
             )
         log.info("starting local Spark with state in %s", self.state_dir)
         return builder.getOrCreate()
@@ -189,6 +242,26 @@ class LocalPlatform(Platform):
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _quoted(name: str) -> str:
+    """A column name Spark takes literally (dots are not struct paths)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _sql_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _delete_directory(location: str) -> None:
+    """Delete a local directory given as a `file:` URI; a leftover only wastes space."""
+    path = url2pathname(urlparse(location).path)
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("could not delete the old table data %s: %s", path, error)
 
 
 def _require_java() -> None:

@@ -36,12 +36,8 @@ class LocalTaskValues:
 
     def set(self, key: str, value: Any) -> None:
         if self.current_task is None:
-            raise RuntimeError(
-                f"task value '{key}' set outside a job task: run the task with `mlops run`"
-            )
-        self._values.setdefault(self.current_task, {})[key] = json.loads(
-            check_task_value(key, value)
-        )
+            raise RuntimeError(f"task value '{key}' set outside a job task: run the task with `mlops run`")
+        self._values.setdefault(self.current_task, {})[key] = json.loads(check_task_value(key, value))
 
     def get(self, task_key: str, key: str, default: Any = None) -> Any:
         return self._values.get(task_key, {}).get(key, default)
@@ -59,9 +55,7 @@ class DatabricksTaskValues:
         _dbutils().jobs.taskValues.set(key=key, value=value)
 
     def get(self, task_key: str, key: str, default: Any = None) -> Any:
-        return _dbutils().jobs.taskValues.get(
-            taskKey=task_key, key=key, default=default, debugValue=default
-        )
+        return _dbutils().jobs.taskValues.get(taskKey=task_key, key=key, default=default, debugValue=default)
 
 
 def _dbutils() -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from mlops_template.platform import Platform, get_platform
 
@@ -18,6 +19,14 @@ class TaskConfig(BaseModel):
     """Base of task configs: `--some-name=value` arguments fill field `some_name`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# A timestamp parameter where "" (an unset job parameter) means unbounded.
+OptionalTimestamp = Annotated[dt.datetime | None, BeforeValidator(_empty_is_none)]
 
 
 class TaskArgumentError(ValueError):
@@ -53,8 +62,7 @@ def build_config(config_type: type[ConfigT], argv: Sequence[str]) -> ConfigT:
         return config_type.model_validate(parse_arguments(argv))
     except ValidationError as error:
         problems = "; ".join(
-            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            for e in error.errors()
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in error.errors()
         )
         raise TaskArgumentError(f"bad parameters for {config_type.__name__}: {problems}") from None
 
@@ -68,7 +76,7 @@ def task_entry_point(
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         config = build_config(config_type, sys.argv[1:])
-        log.info("%s with %s", config_type.__name__, config.model_dump())
+        log.debug("%s with %s", config_type.__name__, config.model_dump())
         run(get_platform(), config)
 
     main.__doc__ = f"Entry point of the task configured by {config_type.__name__}."

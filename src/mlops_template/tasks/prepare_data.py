@@ -32,11 +32,12 @@ def check_trips_schema(df: DataFrame, table: str) -> None:
     """Fail naming every missing or mistyped column of the trips schema."""
     actual = {field.name: field.dataType for field in df.schema}
     problems = [
-        f"{field.name} missing" if field.name not in actual
+        f"{field.name} missing"
+        if field.name not in actual
         else f"{field.name} is {actual[field.name].simpleString()}, expected {field.dataType.simpleString()}"
         for field in TRIPS_SCHEMA
         if actual.get(field.name) != field.dataType
-    ]  # fmt: skip
+    ]
     if problems:
         raise SourceSchemaError(
             f"source table {table} does not have the trips schema: {'; '.join(problems)}. "

@@ -1,0 +1,1 @@
+"""Feature engineering: pure Spark transforms over trips, and the feature lookups for training."""

@@ -1,0 +1,1 @@
+"""Batch scoring of trips with the champion model through mlflow spark_udf."""

@@ -1,0 +1,1 @@
+"""Training: hyper-parameters, the model pipeline, held-out evaluation, plots and MLflow logging."""

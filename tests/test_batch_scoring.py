@@ -1,0 +1,153 @@
+"""Batch scoring with spark_udf on real local Spark and the real local MLflow registry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import mlflow
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from mlops_template.features.columns import MODEL_INPUT_COLUMNS
+from mlops_template.features.lookups import build_feature_set
+from mlops_template.platform import LocalPlatform, MissingTableError
+from mlops_template.registry.versions import promote, register_challenger
+from mlops_template.scoring.batch import NoModelVersionError, check_scoring_input
+from mlops_template.tasks import batch_score, features, prepare_data
+from mlops_template.tasks.common import build_config
+from mlops_template.training.config import TrainingConfig
+from mlops_template.training.model import train_model
+from mlops_template.training.tracking import RunContext, log_training_run
+from test_training import FAST, training_frame
+
+SCHEMA = "test.scoring"
+TABLES = {
+    "trips": f"{SCHEMA}.trips_clean",
+    "pickup": f"{SCHEMA}.pickup_features",
+    "dropoff": f"{SCHEMA}.dropoff_features",
+    "predictions": f"{SCHEMA}.fare_predictions",
+}
+
+
+def run_task(platform: LocalPlatform, task, config_type, **arguments: str) -> None:
+    """Run a task module's `run` with arguments given as the job passes them."""
+    config = build_config(config_type, [f"--{k.replace('_', '-')}={v}" for k, v in arguments.items()])
+    platform.task_values.current_task = task.__name__.rsplit(".", 1)[-1]
+    try:
+        task.run(platform, config)
+    finally:
+        platform.task_values.current_task = None
+
+
+@pytest.fixture(scope="module")
+def tables(platform: LocalPlatform) -> dict[str, str]:
+    """The clean trips and both feature tables, made by the pipeline's own tasks."""
+    run_task(
+        platform,
+        prepare_data,
+        prepare_data.PrepareDataConfig,
+        source_table="samples.nyctaxi.trips",
+        output_table=TABLES["trips"],
+    )
+    run_task(
+        platform,
+        features,
+        features.FeaturesConfig,
+        trips_table=TABLES["trips"],
+        pickup_features_table=TABLES["pickup"],
+        dropoff_features_table=TABLES["dropoff"],
+    )
+    return TABLES
+
+
+@pytest.fixture(scope="module")
+def model_name(platform: LocalPlatform, spark) -> Iterator[str]:
+    """A model with two registered versions; version 1 is champion."""
+    platform.configure_mlflow()
+    name = f"test.scoring_{uuid.uuid4().hex[:8]}.fare_model"
+    frame = training_frame(spark, seed=5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_SHA", "test-sha")
+        for config in (TrainingConfig(**FAST), TrainingConfig(n_estimators=3, num_leaves=4)):
+            context = RunContext(TABLES["trips"], TABLES["pickup"], TABLES["dropoff"], "test", "1")
+            run = log_training_run(
+                platform.experiment_id("/Shared/test-scoring"), train_model(frame, config), context
+            )
+            register_challenger(name, run)
+    promote(name, 1)
+    yield name
+
+
+def score(platform: LocalPlatform, tables: dict[str, str], model_name: str, **extra: str) -> None:
+    run_task(
+        platform,
+        batch_score,
+        batch_score.BatchScoreConfig,
+        model_name=model_name,
+        trips_table=tables["trips"],
+        pickup_features_table=tables["pickup"],
+        dropoff_features_table=tables["dropoff"],
+        predictions_table=tables["predictions"],
+        **extra,
+    )
+
+
+def test_spark_predictions_equal_in_process_predict_of_the_champion(platform, tables, model_name):
+    score(platform, tables, model_name)
+    predictions = platform.read_table(tables["predictions"]).toPandas().set_index("trip_id")
+    trips = platform.read_table(tables["trips"])
+    assert len(predictions) == trips.count()
+    assert set(predictions["model_version"]) == {1}
+    assert set(predictions["model_alias"]) == {"champion"}
+    rows = build_feature_set(platform, trips, tables["pickup"], tables["dropoff"])
+    frame = rows.select("trip_id", *[F.col(c).cast("double") for c in MODEL_INPUT_COLUMNS]).toPandas()
+    expected = mlflow.pyfunc.load_model(f"models:/{model_name}/1").predict(frame[MODEL_INPUT_COLUMNS])
+    actual = predictions.loc[frame["trip_id"], "prediction"].to_numpy()
+    np.testing.assert_allclose(actual, np.asarray(expected, dtype=float), rtol=1e-6)
+    assert platform.task_values.get("batch_score", "scored_model_version") == 1
+
+
+def test_rescoring_after_a_promotion_replaces_rows_without_duplicates(platform, tables, model_name):
+    score(platform, tables, model_name)
+    before = platform.read_table(tables["predictions"]).count()
+    promote(model_name, 2)
+    try:
+        score(platform, tables, model_name)
+    finally:
+        promote(model_name, 1)
+    after = platform.read_table(tables["predictions"])
+    assert after.count() == before
+    assert after.select("trip_id").distinct().count() == before
+    assert {row["model_version"] for row in after.select("model_version").distinct().collect()} == {2}
+
+
+def test_a_window_scores_only_its_trips_and_keeps_the_others(platform, tables, model_name):
+    score(platform, tables, model_name)
+    total = platform.read_table(tables["predictions"]).count()
+    score(platform, tables, model_name, start="2016-01-10", end="2016-01-11")
+    predictions = platform.read_table(tables["predictions"])
+    assert predictions.count() == total
+    latest = predictions.agg(F.max("scored_at")).first()[0]
+    rescored = predictions.where(F.col("scored_at") == latest)
+    assert 0 < rescored.count() < total
+    days = {row[0].date().isoformat() for row in rescored.select("tpep_pickup_datetime").collect()}
+    assert days == {"2016-01-10"}
+
+
+def test_no_champion_says_to_run_the_pipeline_first(platform, tables):
+    platform.configure_mlflow()
+    with pytest.raises(NoModelVersionError, match="no version with alias 'champion'.*run the pipeline job"):
+        score(platform, tables, "test.scoring_none.fare_model")
+
+
+def test_missing_feature_table_says_to_run_the_feature_job(platform, tables, model_name):
+    with pytest.raises(MissingTableError, match="test.scoring.nothing does not exist.*Run the feature job"):
+        score(platform, {**tables, "pickup": f"{SCHEMA}.nothing"}, model_name)
+
+
+def test_rows_missing_model_inputs_are_rejected_naming_the_columns(platform, tables):
+    rows = platform.read_table(tables["trips"])
+    with pytest.raises(ValueError, match=r"lack the columns \['pickup_hour'"):
+        check_scoring_input(rows)
