@@ -11,7 +11,6 @@ presets). Runtime references such as `{{job.parameters.x}}` are left alone.
 from __future__ import annotations
 
 import difflib
-import getpass
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlops_template.platform import current_user_name
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +134,8 @@ def find_bundle_root(start: Path | None = None) -> Path:
 
 
 def current_user() -> tuple[str, str]:
-    """Local stand-ins for `${workspace.current_user.userName}` and `.short_name`."""
-    try:
-        user_name = getpass.getuser()
-    except (OSError, KeyError):  # no login name and no USER / LOGNAME variables
-        user_name = "user"
+    """`${workspace.current_user.userName}` and `.short_name` (the login name off Databricks)."""
+    user_name = current_user_name()
     short_name = re.sub(r"[^a-z0-9_]", "_", user_name.split("@")[0].lower()) or "user"
     return user_name, short_name
 

@@ -6,6 +6,7 @@ values; they never branch on the platform themselves.
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ __all__ = [
     "Platform",
     "activate",
     "activated",
+    "current_user_name",
     "get_platform",
 ]
 
@@ -34,15 +36,30 @@ def activate(platform: Platform | None) -> None:
     _active = platform
 
 
-def get_platform() -> Platform:
-    """The active platform; otherwise Databricks when running there, else local for `$MLOPS_TARGET`."""
+def get_platform(target: str | None = None) -> Platform:
+    """The active platform; otherwise Databricks when running there, else local for the target.
+
+    The local target is `target`, else `$MLOPS_TARGET`, else dev; the platform created becomes active.
+    """
     global _active
     if _active is None:
         if on_databricks():
             _active = DatabricksPlatform()
         else:
-            _active = LocalPlatform(os.environ.get("MLOPS_TARGET", "dev"))
+            _active = LocalPlatform(target or os.environ.get("MLOPS_TARGET", "dev"))
     return _active
+
+
+def current_user_name() -> str:
+    """The workspace user on Databricks (`${workspace.current_user.userName}`), else the login name."""
+    if on_databricks():
+        from databricks.sdk import WorkspaceClient
+
+        return WorkspaceClient().current_user.me().user_name or "user"
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no USER / LOGNAME variables
+        return "user"
 
 
 @contextmanager

@@ -1,0 +1,54 @@
+"""What the notebooks share: the platform and the bundle's resolved names for one target.
+
+On Databricks the notebooks run from the bundle's synced files (`notebooks/` beside
+databricks.yml), so the same names resolve there as in the deployed jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mlops_template.bundle.loader import ResolvedBundle, find_bundle_root, load_bundle
+from mlops_template.platform import Platform, get_platform
+
+
+@dataclass(frozen=True)
+class NotebookContext:
+    """A target's tables, model and endpoint names, and the platform to reach them."""
+
+    bundle: ResolvedBundle
+    platform: Platform
+
+    @property
+    def catalog(self) -> str:
+        return str(self.bundle.variables["catalog"])
+
+    @property
+    def schema(self) -> str:
+        """The pipeline schema's deployed name (development mode prefixes it per user)."""
+        return str(self.bundle.resources["schemas"]["pipeline_schema"]["name"])
+
+    def table(self, name: str) -> str:
+        """The three-level name of a table of the pipeline."""
+        return f"{self.catalog}.{self.schema}.{name}"
+
+    @property
+    def model_name(self) -> str:
+        return self.table(str(self.bundle.variables["model_name"]))
+
+    @property
+    def endpoint_name(self) -> str:
+        return str(self.bundle.variables["endpoint_name"])
+
+    @property
+    def experiment_name(self) -> str:
+        return str(self.bundle.variables["experiment_name"])
+
+
+def notebook_context(target: str | None = None) -> NotebookContext:
+    """The context of `target` (default `$MLOPS_TARGET`, else the bundle's default target)."""
+    bundle = load_bundle(find_bundle_root(), target or os.environ.get("MLOPS_TARGET"))
+    platform = get_platform(bundle.target)
+    platform.configure_mlflow()
+    return NotebookContext(bundle, platform)
