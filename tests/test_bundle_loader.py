@@ -78,7 +78,7 @@ def test_real_bundle_default_target_is_dev() -> None:
 @pytest.mark.parametrize(
     ("target", "catalog", "inference", "pause"),
     [
-        ("dev", "workspace", "false", "PAUSED"),
+        ("dev", "workspace", "true", "PAUSED"),
         ("staging", "staging", "true", "PAUSED"),
         ("prod", "prod", "true", "UNPAUSED"),
     ],
@@ -101,10 +101,12 @@ def test_real_bundle_resolves_every_reference() -> None:
 
 
 def test_real_bundle_keeps_runtime_references() -> None:
+    _, short_name = current_user()
     job = load_bundle(PROJECT_ROOT, "dev").job("pipeline")
     arguments = [a for t in job["tasks"] for a in t.get("python_wheel_task", {}).get("parameters", [])]
     assert any("{{job.parameters." in a for a in arguments)
-    assert "--output-table=workspace.taxi_fare.trips_clean" in arguments
+    # Tables live in the schema resource, which development mode prefixes per user.
+    assert f"--output-table=workspace.dev_{short_name}_taxi_fare.trips_clean" in arguments
 
 
 def test_development_mode_prefixes_names_like_the_cli() -> None:

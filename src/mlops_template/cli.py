@@ -24,6 +24,7 @@ from mlops_template.bundle.runner import (
 from mlops_template.bundle.validate import validate_bundle
 from mlops_template.platform import LocalPlatform, LocalStateError, activate
 from mlops_template.registry.cli import model_app
+from mlops_template.serving.cli import serve_command
 
 app = typer.Typer(help="Run the MLOps bundle's jobs locally and check it offline.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Validate and summarize databricks.yml offline.", no_args_is_help=True)
@@ -31,6 +32,7 @@ data_app = typer.Typer(help="Local sample data.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.command("serve")(serve_command)
 
 console = Console()
 error_console = Console(stderr=True)

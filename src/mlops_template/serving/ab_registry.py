@@ -1,0 +1,122 @@
+"""Register the sticky A/B model (`ab_model.py`) for a champion / challenger pair.
+
+The same code runs on Databricks (Unity Catalog registry) and locally (SQLite registry). A version
+whose tags match the pair, key column and share is reused, so redeploying registers nothing new.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from mlops_template.serving import ab_model
+from mlops_template.serving.spec import StickyABSpec, ab_model_name
+
+log = logging.getLogger(__name__)
+
+_OUTPUT_SCHEMA = Schema([ColSpec("double", "prediction"), ColSpec("string", "variant")])
+
+
+def register_ab_model(
+    model_name: str,
+    *,
+    champion_version: str,
+    challenger_version: str,
+    key_column: str,
+    challenger_share: float,
+    experiment_id: str,
+) -> StickyABSpec:
+    """The sticky A/B model over two versions of `model_name`, registered as `<model_name>_ab`."""
+    client = MlflowClient()
+    tags = {
+        "champion_version": champion_version,
+        "challenger_version": challenger_version,
+        "key_column": key_column,
+        "challenger_share": repr(float(challenger_share)),
+    }
+    name = ab_model_name(model_name)
+    version = _matching_version(client, name, tags) or _log_ab_model(
+        model_name, name, tags, experiment_id=experiment_id
+    )
+    return StickyABSpec(
+        key_column=key_column,
+        challenger_share=challenger_share,
+        champion_version=champion_version,
+        challenger_version=challenger_version,
+        model_version=version,
+    )
+
+
+def _matching_version(client: MlflowClient, name: str, tags: dict[str, str]) -> str | None:
+    for version in client.search_model_versions(f"name='{name}'"):
+        if all(version.tags.get(key) == value for key, value in tags.items()):
+            log.info("reusing %s version %s for this champion / challenger pair", name, version.version)
+            return str(version.version)
+    return None
+
+
+def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experiment_id: str) -> str:
+    key_column = tags["key_column"]
+    with tempfile.TemporaryDirectory(prefix="ab-model-") as tmp:
+        variants = {
+            variant: mlflow.artifacts.download_artifacts(
+                f"models:/{model_name}/{tags[f'{variant}_version']}", dst_path=str(Path(tmp, variant))
+            )
+            for variant in (ab_model.CHAMPION, ab_model.CHALLENGER)
+        }
+        champion = Model.load(variants[ab_model.CHAMPION])
+        inputs = champion.get_input_schema()
+        if inputs is None or not inputs.has_input_names():
+            raise ValueError(
+                f"{model_name} version {tags['champion_version']} needs a signature with named columns"
+            )
+        if key_column not in inputs.input_names():
+            inputs = Schema([*inputs.inputs, ColSpec("string", key_column)])
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{name.rsplit('.', 1)[-1]} registration"
+        ):
+            info = mlflow.pyfunc.log_model(
+                name="ab_model",
+                python_model=Path(ab_model.__file__),
+                artifacts=variants,
+                model_config={"key_column": key_column, "challenger_share": float(tags["challenger_share"])},
+                signature=ModelSignature(inputs=inputs, outputs=_OUTPUT_SCHEMA),
+                input_example=_input_example(champion, variants[ab_model.CHAMPION], key_column),
+                pip_requirements=_requirements(variants.values()),
+                registered_model_name=name,
+            )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    log.info("registered %s version %s (%s)", name, version, tags)
+    return version
+
+
+def _input_example(champion: Model, path: str, key_column: str) -> pd.DataFrame | None:
+    """The champion's input example, with a distinct key per row when the key is an extra column."""
+    example = champion.load_input_example(path)
+    if example is None:
+        return None
+    example = pd.DataFrame(example)
+    if key_column not in example.columns:
+        example[key_column] = [f"key-{row}" for row in range(len(example))]
+    return example
+
+
+def _requirements(model_dirs: Iterable[str]) -> list[str]:
+    """The union of the variants' pip requirements (their `requirements.txt`), in order."""
+    lines: dict[str, None] = {}
+    for model_dir in model_dirs:
+        requirements = Path(model_dir, "requirements.txt")
+        if requirements.is_file():
+            lines |= dict.fromkeys(line.strip() for line in requirements.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")] or ["mlflow"]

@@ -1,0 +1,240 @@
+"""Deploy an `EndpointConfig`: on Databricks through `serving_endpoints`, locally as a checked spec.
+
+`deployer_for(platform)` picks the implementation by `platform.name`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import mlflow
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.errors import NotFound
+from databricks.sdk.service.serving import (
+    AiGatewayInferenceTableConfig,
+    EndpointStateConfigUpdate,
+    EndpointStateReady,
+    EndpointTag,
+    ServingEndpointDetailed,
+)
+from mlflow.exceptions import MlflowException
+
+from mlops_template.serving.app import create_app
+from mlops_template.serving.endpoint import Endpoint, ServedModel
+from mlops_template.serving.inference_table import register_local_table
+from mlops_template.serving.invocation import parse_invocation
+from mlops_template.serving.server import LocalServer
+from mlops_template.serving.spec import EndpointConfig, build_endpoint_config, save_endpoint_spec
+
+if TYPE_CHECKING:
+    from mlops_template.platform import LocalPlatform, Platform
+
+log = logging.getLogger(__name__)
+
+MANAGED_TAGS = frozenset({"model_name", "model_version", "challenger_version", "ab_model_version", "git_sha"})
+_FAILED_UPDATES = (EndpointStateConfigUpdate.UPDATE_FAILED, EndpointStateConfigUpdate.UPDATE_CANCELED)
+
+
+class EndpointDeploymentError(RuntimeError):
+    """The endpoint did not become ready with the new config, or its check failed."""
+
+
+class EndpointDeployer(Protocol):
+    """Creates or updates a serving endpoint from its spec and waits until it serves it."""
+
+    def deploy(self, config: EndpointConfig) -> None: ...
+
+
+def deployer_for(platform: Platform) -> EndpointDeployer:
+    """The deployer of the platform the task runs on."""
+    if platform.name == "databricks":
+        return DatabricksEndpointDeployer()
+    if platform.name == "local":
+        return LocalEndpointDeployer(cast("LocalPlatform", platform))
+    raise ValueError(f"no endpoint deployer for platform '{platform.name}'")
+
+
+class DatabricksEndpointDeployer:
+    """Model Serving through the SDK: create or update, wait until ready, inference table, tags."""
+
+    def __init__(
+        self,
+        client: WorkspaceClient | None = None,
+        *,
+        timeout: timedelta = timedelta(minutes=30),
+        poll_seconds: float = 15.0,
+    ) -> None:
+        self._client = client or WorkspaceClient()
+        self.timeout = timeout
+        self.poll_seconds = poll_seconds
+
+    def deploy(self, config: EndpointConfig) -> None:
+        request = build_endpoint_config(config)
+        endpoints = self._client.serving_endpoints
+        existing = self._existing(config.name)
+        if existing is None:
+            log.info("creating serving endpoint %s", config.name)
+            endpoints.create(
+                name=config.name,
+                config=request.config,
+                ai_gateway=request.ai_gateway if config.inference_table.enabled else None,
+                tags=request.tags,
+            )
+        else:
+            log.info("updating serving endpoint %s", config.name)
+            endpoints.update_config(
+                name=config.name,
+                served_entities=request.config.served_entities,
+                traffic_config=request.config.traffic_config,
+            )
+        self._wait_until_ready(config.name)
+        if existing is not None:
+            assert request.ai_gateway.inference_table_config is not None
+            self._update_inference_table(existing, request.ai_gateway.inference_table_config)
+            self._update_tags(existing, request.tags)
+        log.info("serving endpoint %s is ready: %s", config.name, [e.name for e in config.served_entities])
+
+    def _existing(self, name: str) -> ServingEndpointDetailed | None:
+        try:
+            return self._client.serving_endpoints.get(name)
+        except NotFound:
+            return None
+
+    def _wait_until_ready(self, name: str) -> None:
+        """Poll until the new config serves; Databricks serves the previous one until then."""
+        deadline = time.monotonic() + self.timeout.total_seconds()
+        while True:
+            state = self._client.serving_endpoints.get(name).state
+            ready = state.ready if state else None
+            update = state.config_update if state else None
+            if update in _FAILED_UPDATES:
+                raise EndpointDeploymentError(
+                    f"serving endpoint {name}: the config update ended {update.value}; the endpoint keeps "
+                    "serving its previous config. See the endpoint's events and build logs in the workspace."
+                )
+            if ready == EndpointStateReady.READY and update in (None, EndpointStateConfigUpdate.NOT_UPDATING):
+                return
+            if time.monotonic() >= deadline:
+                raise EndpointDeploymentError(
+                    f"serving endpoint {name} was not ready after {self.timeout} (ready: "
+                    f"{ready.value if ready else None}, config update: {update.value if update else None}); "
+                    "until the new config is ready Databricks keeps serving the previous one. "
+                    "See the endpoint's events and build logs in the workspace."
+                )
+            time.sleep(self.poll_seconds)
+
+    def _update_inference_table(
+        self, existing: ServingEndpointDetailed, wanted: AiGatewayInferenceTableConfig
+    ) -> None:
+        """Enable, move or disable the AI-Gateway inference table, keeping other gateway settings."""
+        gateway = existing.ai_gateway
+        current = gateway.inference_table_config if gateway else None
+        if not wanted.enabled and not (current and current.enabled):
+            return  # never call the gateway API when tables stay off (it may be unavailable)
+        location = (wanted.catalog_name, wanted.schema_name, wanted.table_name_prefix)
+        kept: dict[str, Any] = {}
+        if gateway is not None:
+            kept = {
+                "fallback_config": gateway.fallback_config,
+                "guardrails": gateway.guardrails,
+                "rate_limits": gateway.rate_limits,
+                "usage_tracking_config": gateway.usage_tracking_config,
+            }
+        if (
+            current
+            and current.enabled
+            and wanted.enabled
+            and location
+            != (
+                current.catalog_name,
+                current.schema_name,
+                current.table_name_prefix,
+            )
+        ):
+            # Databricks refuses to change the table's location while it is enabled.
+            self._client.serving_endpoints.put_ai_gateway(
+                existing.name, inference_table_config=AiGatewayInferenceTableConfig(enabled=False), **kept
+            )
+        self._client.serving_endpoints.put_ai_gateway(existing.name, inference_table_config=wanted, **kept)
+
+    def _update_tags(self, existing: ServingEndpointDetailed, tags: list[EndpointTag]) -> None:
+        stale = sorted({t.key for t in existing.tags or [] if t.key in MANAGED_TAGS} - {t.key for t in tags})
+        self._client.serving_endpoints.patch(existing.name, add_tags=tags, delete_tags=stale or None)
+
+
+class LocalEndpointDeployer:
+    """Records the spec in the local state, then serves it once on loopback to check it answers.
+
+    The check sends each served entity its model's input example and, with the inference table on,
+    registers the table in the metastore and reads the check's rows back through Spark.
+    """
+
+    def __init__(self, platform: LocalPlatform) -> None:
+        self._platform = platform
+
+    def deploy(self, config: EndpointConfig) -> None:
+        platform = self._platform
+        platform.configure_mlflow()
+        path = save_endpoint_spec(platform.state_dir, config)
+        log.info("recorded endpoint %s in %s", config.name, path)
+        if config.inference_table.enabled:
+            register_local_table(platform, config.inference_table)
+        endpoint = Endpoint.load(config, platform.state_dir)
+        with LocalServer(create_app([endpoint])) as server:
+            request_ids = [_warm_up(server.url, config.name, model) for model in endpoint.models.values()]
+        if config.inference_table.enabled:
+            self._check_logged(config, request_ids)
+        log.info("endpoint %s answers; serve it with `mlops serve -t %s`", config.name, platform.target)
+
+    def _check_logged(self, config: EndpointConfig, request_ids: list[str]) -> None:
+        table = self._platform.table_name(config.inference_table.payload_table)
+        spark = self._platform.spark
+        spark.catalog.refreshTable(table)
+        rows = spark.table(table)
+        found = rows.where(rows.databricks_request_id.isin(request_ids)).count()
+        if found != len(request_ids):
+            raise EndpointDeploymentError(
+                f"the inference table {config.inference_table.payload_table} has {found} of the "
+                f"{len(request_ids)} check requests"
+            )
+
+
+def _warm_up(url: str, endpoint: str, model: ServedModel) -> str:
+    """Send the model's input example to the served entity; returns the request id."""
+    try:
+        example_path = mlflow.artifacts.download_artifacts(
+            f"{model.spec.model_uri}/serving_input_example.json"
+        )
+    except (MlflowException, OSError):
+        raise EndpointDeploymentError(
+            f"{model.spec.model_uri} has no input example to check the endpoint with: "
+            "log the model with input_example"
+        ) from None
+    with open(example_path, "rb") as file:
+        body = file.read()
+    rows = len(parse_invocation(json.loads(body), model.schema).frame)
+    request = urllib.request.Request(
+        f"{url}/serving-endpoints/{endpoint}/served-models/{model.name}/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+            request_id = response.headers["x-request-id"]
+    except urllib.error.HTTPError as error:
+        raise EndpointDeploymentError(
+            f"{endpoint}/{model.name} refused its input example: {error.code} {error.read().decode()}"
+        ) from None
+    predictions = answer.get("predictions")
+    if not isinstance(predictions, list) or len(predictions) != rows:
+        raise EndpointDeploymentError(f"{endpoint}/{model.name} answered {answer} to {rows} example rows")
+    log.info("%s/%s answered its input example (%d rows)", endpoint, model.name, rows)
+    return request_id

@@ -1,0 +1,178 @@
+"""The AI-Gateway inference table of the local endpoint: `<catalog>.<schema>.<prefix>_payload`.
+
+The endpoint process has no Spark and must not touch the Derby metastore, so it writes Parquet
+files straight into the table's directory under the local warehouse, batched off the request path
+by a background thread; each file appears whole (written under a hidden name, then renamed). The
+local deployer, which has Spark, registers that directory as the table with the Databricks schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlops_template.platform.local import LocalPlatform
+from mlops_template.platform.names import local_database, split_name, to_local
+from mlops_template.serving.spec import InferenceTableSpec
+
+log = logging.getLogger(__name__)
+
+MAX_LOGGED_PAYLOAD_BYTES = 10 * 1024 * 1024  # larger requests / responses are logged as null, like Databricks
+REQUEST_TOO_LARGE = "MAX_REQUEST_SIZE_EXCEEDED"
+RESPONSE_TOO_LARGE = "MAX_RESPONSE_SIZE_EXCEEDED"
+
+# The columns and types Databricks documents for AI-Gateway inference tables.
+PAYLOAD_COLUMNS = (
+    ("databricks_request_id", pa.string(), "STRING"),
+    ("client_request_id", pa.string(), "STRING"),
+    ("request_date", pa.date32(), "DATE"),
+    ("request_time", pa.timestamp("us", tz="UTC"), "TIMESTAMP"),
+    ("status_code", pa.int32(), "INT"),
+    ("sampling_fraction", pa.float64(), "DOUBLE"),
+    ("execution_duration_ms", pa.int64(), "BIGINT"),
+    ("request", pa.string(), "STRING"),
+    ("response", pa.string(), "STRING"),
+    ("served_entity_id", pa.string(), "STRING"),
+    ("logging_error_codes", pa.list_(pa.string()), "ARRAY<STRING>"),
+    ("requester", pa.string(), "STRING"),
+)
+PAYLOAD_SCHEMA = pa.schema([(name, arrow_type) for name, arrow_type, _ in PAYLOAD_COLUMNS])
+PAYLOAD_DDL = ", ".join(f"{name} {sql_type}" for name, _, sql_type in PAYLOAD_COLUMNS)
+
+
+@dataclass(frozen=True)
+class InferenceRecord:
+    """One row of the payload table: one request, answered or rejected."""
+
+    databricks_request_id: str
+    client_request_id: str | None
+    request_time: datetime
+    status_code: int
+    execution_duration_ms: int
+    request: str | None
+    response: str | None
+    served_entity_id: str | None
+    requester: str
+    logging_error_codes: list[str] = field(default_factory=list)
+    sampling_fraction: float = 1.0
+
+    @property
+    def request_date(self) -> date:
+        return self.request_time.date()
+
+    def as_row(self) -> dict[str, object]:
+        return asdict(self) | {"request_date": self.request_date}
+
+
+def logged_payload(text: str | None, error_code: str) -> tuple[str | None, list[str]]:
+    """The payload as logged: null with `error_code` when its UTF-8 exceeds the logging limit."""
+    limit = MAX_LOGGED_PAYLOAD_BYTES
+    if text is not None and 4 * len(text) > limit and len(text.encode("utf-8")) > limit:
+        return None, [error_code]
+    return text, []
+
+
+def local_table_dir(state_dir: Path, table: str) -> Path:
+    """The directory of Unity Catalog table `table` in the local warehouse (as `names.to_local` maps it)."""
+    catalog, schema, name = split_name(table)
+    return state_dir / "warehouse" / f"{local_database(catalog, schema)}.db" / name.lower()
+
+
+def register_local_table(platform: LocalPlatform, spec: InferenceTableSpec) -> str:
+    """Make the endpoint's payload directory readable from Spark as the inference table."""
+    table = spec.payload_table
+    directory = local_table_dir(platform.state_dir, table)
+    directory.mkdir(parents=True, exist_ok=True)
+    platform.ensure_schema(table)
+    location = str(directory).replace("\\", "\\\\").replace("'", "\\'")
+    platform.spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {to_local(table)} ({PAYLOAD_DDL}) USING parquet LOCATION '{location}'"
+    )
+    log.info("inference table %s reads %s", table, directory)
+    return table
+
+
+class InferenceTableWriter:
+    """Queues records and writes them as Parquet files from a background thread.
+
+    A file is written when `flush_rows` records are waiting or `flush_seconds` after the first one;
+    `close()` writes what is left (the endpoint calls it on shutdown, SIGTERM included).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        flush_rows: int = 1000,
+        flush_seconds: float = 1.0,
+        max_queued: int = 100_000,
+    ) -> None:
+        self.directory = directory
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue[InferenceRecord | None] = queue.Queue(maxsize=max_queued)
+        self._thread = threading.Thread(
+            target=self._run, name=f"inference-table-{directory.name}", daemon=True
+        )
+        self.dropped = 0
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def write(self, record: InferenceRecord) -> None:
+        """Queue a record without blocking; when the queue is full the record is dropped and counted."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            log.warning("inference table queue full: dropped a record (%d so far)", self.dropped)
+
+    def close(self) -> None:
+        """Write every queued record, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            closing = self._collect(batch, deadline=time.monotonic() + self.flush_seconds)
+            self._write_file(batch)
+            if closing:
+                return
+
+    def _collect(self, batch: list[InferenceRecord], deadline: float) -> bool:
+        """Add queued records to `batch` until it is full or the deadline passes; True when closing."""
+        while len(batch) < self.flush_rows:
+            try:
+                record = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if record is None:
+                return True
+            batch.append(record)
+        return False
+
+    def _write_file(self, records: list[InferenceRecord]) -> None:
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        temporary = self.directory / f".{name}.tmp"  # hidden: Spark skips names starting with '.'
+        try:
+            table = pa.Table.from_pylist([record.as_row() for record in records], schema=PAYLOAD_SCHEMA)
+            pq.write_table(table, temporary)
+            os.replace(temporary, self.directory / name)
+        except OSError:
+            log.exception("could not write %d inference records to %s", len(records), self.directory)
+            temporary.unlink(missing_ok=True)
+            return
+        log.debug("wrote %d inference records to %s", len(records), name)

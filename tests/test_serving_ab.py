@@ -1,0 +1,104 @@
+"""Sticky A/B: a stable hash assignment, the A/B pyfunc registered by the deploy task, served locally."""
+
+from __future__ import annotations
+
+import hashlib
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_template.serving.ab_model import challenger_rows, key_bucket
+from mlops_template.serving.ab_registry import register_ab_model
+from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs
+from mlops_template.serving.task import DeployConfig, run
+from mlops_template.tasks.common import build_config
+from test_serving_support import fare_inputs, invoke, records_body, register_fare_model, serving
+
+MODEL = "test.serving_ab.fare_model"
+ENDPOINT = "fares-ab"
+SHARE = 0.3
+
+
+def test_a_key_maps_to_the_first_8_bytes_of_its_sha256():
+    expected = int.from_bytes(hashlib.sha256(b"rider-17").digest()[:8], "big") / 2**64
+    assert key_bucket("rider-17") == expected
+    assert key_bucket(42) == key_bucket("42")
+    assert key_bucket(None) == key_bucket(float("nan")) == 1.0  # no key: always the champion
+
+
+def test_the_challenger_share_holds_over_many_keys_and_each_key_keeps_its_variant():
+    keys = pd.Series([f"rider-{n}" for n in range(50_000)])
+    first = challenger_rows(keys, SHARE)
+    assert first.mean() == pytest.approx(SHARE, abs=0.01)
+    shuffled = keys.sample(frac=1, random_state=1)
+    assert (challenger_rows(shuffled, SHARE) == first[shuffled.index]).all()
+    assert not challenger_rows(pd.Series([None, np.nan]), 0.99).any()
+
+
+@pytest.fixture(scope="module")
+def ab_config(platform) -> EndpointConfig:
+    """The deploy task run with sticky A/B on the local platform (registers `<model>_ab`, checks it)."""
+    platform.configure_mlflow()
+    register_fare_model(platform, MODEL, slope=2.0, aliases=("champion",))
+    register_fare_model(platform, MODEL, slope=3.0, aliases=("challenger",))
+    argv = [
+        f"--model-name={MODEL}",
+        f"--endpoint-name={ENDPOINT}",
+        "--catalog=test",
+        "--schema=serving_ab",
+        "--inference-table-enabled=true",
+        "--ab-key-column=rider_id",
+        f"--ab-challenger-share={SHARE}",
+        "--experiment-name=/serving-tests/ab",
+        "--git-sha=abc",
+    ]
+    run(platform, build_config(DeployConfig, argv))
+    [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
+    return config
+
+
+def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, platform):
+    assert [(e.entity_name, e.entity_version) for e in ab_config.served_entities] == [(f"{MODEL}_ab", "1")]
+    assert ab_config.sticky_ab.key_column == "rider_id"
+    assert (ab_config.sticky_ab.champion_version, ab_config.sticky_ab.challenger_version) == ("1", "2")
+    rows = platform.read_table("test.serving_ab.fares_ab_payload").collect()
+    assert [(row.status_code, row.served_entity_id) for row in rows] == [(200, "fare_model_ab-1")]
+    again = register_ab_model(
+        MODEL,
+        champion_version="1",
+        challenger_version="2",
+        key_column="rider_id",
+        challenger_share=SHARE,
+        experiment_id=platform.experiment_id("/serving-tests/ab"),
+    )
+    assert again.model_version == "1"  # the same pair is not registered twice
+
+
+def test_the_local_endpoint_keeps_each_key_on_one_variant(ab_config, tmp_path):
+    frame = fare_inputs(2000, seed=21).assign(rider_id=[f"rider-{n}" for n in range(2000)])
+    champion = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(frame)
+    challenger = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(frame)
+    expected_variant = np.where(challenger_rows(frame.rider_id, SHARE), "challenger", "champion")
+    with serving([ab_config], tmp_path) as (url, _):
+        answers = [
+            invoke(url, ENDPOINT, records_body(frame.iloc[start : start + 250])).json()["predictions"]
+            for start in range(0, 2000, 250)
+        ]
+        reordered = frame.iloc[::-1].iloc[:300]
+        again = invoke(url, ENDPOINT, records_body(reordered)).json()["predictions"]
+    answered = pd.DataFrame([row for answer in answers for row in answer])
+    assert list(answered.variant) == list(expected_variant)
+    assert (answered.variant == "challenger").mean() == pytest.approx(SHARE, abs=0.04)
+    assert answered.prediction.to_numpy() == pytest.approx(
+        np.where(expected_variant == "challenger", challenger, champion)
+    )
+    assert [row["variant"] for row in again] == list(expected_variant[::-1][:300])
+
+
+def test_the_ab_model_needs_its_key_column(ab_config, tmp_path):
+    with serving([ab_config], tmp_path) as (url, _):
+        response = invoke(url, ENDPOINT, records_body(fare_inputs(1)))
+    assert response.status_code == 400
+    assert "rider_id" in response.json()["message"]

@@ -1,0 +1,404 @@
+"""The local endpoint over real HTTP on 127.0.0.1: input formats, refusals, auth, traffic split,
+micro-batching and the inference table."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import random
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from mlops_template.serving.batching import MicroBatcher
+from mlops_template.serving.endpoint import BatchSettings
+from mlops_template.serving.inference_table import (
+    MAX_LOGGED_PAYLOAD_BYTES,
+    PAYLOAD_SCHEMA,
+    local_table_dir,
+    logged_payload,
+)
+from mlops_template.serving.invocation import MAX_REQUEST_BYTES
+from mlops_template.serving.router import TrafficRouter
+from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, RouteSpec, endpoint_config
+from test_serving_support import fare_inputs, invoke, records_body, register_fare_model, serving
+
+MODEL = "test.serving_endpoint.fare_model"
+ENDPOINT = "fares"
+CHAMPION, CHALLENGER = "fare_model-1", "fare_model-2"
+
+
+@pytest.fixture(scope="module")
+def config(platform) -> EndpointConfig:
+    platform.configure_mlflow()
+    champion = register_fare_model(platform, MODEL, slope=2.0)
+    challenger = register_fare_model(platform, MODEL, slope=3.0)
+    assert (champion, challenger) == ("1", "2")
+    return endpoint_config(
+        endpoint_name=ENDPOINT,
+        model_name=MODEL,
+        champion_version=champion,
+        challenger_version=challenger,
+        challenger_traffic_percent=30,
+        workload_size="Small",
+        scale_to_zero=True,
+        inference_table=InferenceTableSpec(
+            enabled=True, catalog_name="test", schema_name="serving_endpoint", table_name_prefix="fares"
+        ),
+        git_sha="test",
+    )
+
+
+@pytest.fixture(scope="module")
+def url(config, tmp_path_factory) -> Iterator[str]:
+    with serving([config], tmp_path_factory.mktemp("endpoint-state")) as (base_url, _):
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def champion_model(config):
+    return mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+
+
+def _payload_rows(state_dir: Path, config: EndpointConfig) -> pd.DataFrame:
+    directory = local_table_dir(state_dir, config.inference_table.payload_table)
+    assert not [path for path in directory.iterdir() if path.name.startswith(".")], (
+        "a temporary file was left"
+    )
+    table = pq.read_table(directory)
+    assert table.schema.equals(PAYLOAD_SCHEMA)
+    return table.to_pandas()
+
+
+def _formats(frame: pd.DataFrame) -> dict[str, dict]:
+    records = json.loads(frame.to_json(orient="records"))
+    return {
+        "dataframe_split": {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))},
+        "dataframe_records": {"dataframe_records": records},
+        "instances": {"instances": records},
+        "inputs": {"inputs": {column: frame[column].tolist() for column in frame.columns}},
+    }
+
+
+@pytest.mark.parametrize("input_format", ["dataframe_split", "dataframe_records", "instances", "inputs"])
+def test_each_input_format_gets_the_models_predictions(url, champion_model, input_format):
+    frame = fare_inputs(4, seed=11)
+    response = invoke(url, ENDPOINT, _formats(frame)[input_format], served=CHAMPION)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["predictions"] == pytest.approx(list(champion_model.predict(frame)))
+
+
+def test_extra_columns_are_ignored_and_nulls_reach_a_model_that_imputes(url, champion_model):
+    frame = fare_inputs(2, seed=12)
+    body = records_body(frame.assign(rider_id=["r1", "r2"]))
+    body["dataframe_records"][0]["trip_distance"] = None
+    response = invoke(url, ENDPOINT, body, served=CHAMPION)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert np.isfinite(predictions).all()
+    assert predictions[1] == pytest.approx(champion_model.predict(frame.iloc[[1]])[0])
+
+
+def _good_body() -> dict:
+    return records_body(fare_inputs(1, seed=13))
+
+
+def _without(column: str) -> dict:
+    return records_body(fare_inputs(1).drop(columns=[column]))
+
+
+def _bad_type() -> dict:
+    body = _good_body()
+    body["dataframe_records"][0]["trip_distance"] = "far"
+    return body
+
+
+BAD_REQUESTS = {
+    "not json": (b'{"dataframe_records": [', "application/json", 400, "not valid UTF-8 JSON"),
+    "not utf-8": (b'{"inputs": "\xff"}', "application/json", 400, "not valid UTF-8 JSON"),
+    "a json list": (b"[1, 2]", "application/json", 400, "must be a JSON object"),
+    "empty body": (b"", "application/json", 400, "the request body is empty"),
+    "wrong content type": (
+        json.dumps(_good_body()),
+        "text/plain",
+        415,
+        "Content-Type must be application/json",
+    ),
+    "no input key": ({"data": [1]}, None, 400, "exactly one of dataframe_records, dataframe_split, inputs"),
+    "two input keys": (
+        {"inputs": {"trip_distance": [1.0]}, "instances": [{"trip_distance": 1.0}]},
+        None,
+        400,
+        r"exactly one of .*got \['inputs', 'instances'\]",
+    ),
+    "missing column": (
+        _without("trip_distance"),
+        None,
+        400,
+        r"dataframe_records is missing inputs \['trip_distance'\]",
+    ),
+    "wrong type": (_bad_type(), None, 400, "trip_distance"),
+    "empty records": ({"dataframe_records": []}, None, 400, "dataframe_records has no rows"),
+    "empty split": (
+        {"dataframe_split": {"columns": ["trip_distance"], "data": []}},
+        None,
+        400,
+        "dataframe_split has no rows",
+    ),
+    "malformed split": (
+        {"dataframe_split": {"columns": ["trip_distance"], "data": "x"}},
+        None,
+        400,
+        "dataframe_split",
+    ),
+    "split with extra keys": ({"dataframe_split": {"rows": []}}, None, 400, "'data' field"),
+    "deep nesting": (
+        '{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "application/json",
+        400,
+        "nested deeper",
+    ),
+    "params not an object": (_good_body() | {"params": [1, 2]}, None, 400, "params must be a JSON object"),
+    "client_request_id not a string": (
+        _good_body() | {"client_request_id": 7},
+        None,
+        400,
+        "must be a string",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_answering(url, case):
+    body, content_type, status, message = BAD_REQUESTS[case]
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = invoke(url, ENDPOINT, body, served=CHAMPION, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert set(error) == {"error_code", "message"}
+    assert error["error_code"] == ("BAD_REQUEST" if status == 400 else "UNSUPPORTED_MEDIA_TYPE")
+    assert re.search(message, error["message"]), error["message"]
+    assert invoke(url, ENDPOINT, _good_body()).status_code == 200
+
+
+def _declare_oversized_body(url: str) -> tuple[int, dict]:
+    """POST only headers announcing a body over the limit; the answer must come without the body."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.putrequest("POST", f"/serving-endpoints/{ENDPOINT}/invocations")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(MAX_REQUEST_BYTES + 1))
+    connection.endheaders()
+    response = connection.getresponse()
+    answer = response.status, json.loads(response.read())
+    connection.close()
+    return answer
+
+
+def test_a_body_declared_over_16_mb_is_refused_before_it_is_read(url):
+    status, error = _declare_oversized_body(url)
+    assert (status, error["error_code"]) == (413, "REQUEST_TOO_LARGE")
+    assert requests.get(f"{url}/ping", timeout=10).status_code == 200
+
+
+def test_a_streamed_body_over_16_mb_is_cut_off(url):
+    chunk = b" " * (1024 * 1024)
+    response = requests.post(
+        f"{url}/serving-endpoints/{ENDPOINT}/invocations",
+        data=(chunk for _ in range(17)),  # chunked transfer: no Content-Length to check
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert "exceeds 16777216 bytes" in response.json()["message"]
+    assert invoke(url, ENDPOINT, _good_body()).status_code == 200
+
+
+def test_unknown_endpoints_paths_and_served_models_are_404_json(url):
+    for response in (
+        invoke(url, "nope", _good_body()),
+        invoke(url, ENDPOINT, _good_body(), served="fare_model-9"),
+        requests.get(f"{url}/nothing-here", timeout=10),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert "fare_model-1" in invoke(url, ENDPOINT, _good_body(), served="x").json()["message"]
+    assert requests.get(f"{url}/serving-endpoints/{ENDPOINT}/invocations", timeout=10).status_code == 405
+
+
+def test_the_served_entity_that_answered_is_in_a_header(url):
+    response = invoke(url, ENDPOINT, _good_body(), served=CHALLENGER)
+    assert response.headers["x-served-entity"] == CHALLENGER
+    assert response.headers["x-request-id"]
+
+
+def test_traffic_is_split_per_request_by_the_route_percentages(url):
+    def served(_: int) -> str:
+        return invoke(url, ENDPOINT, _good_body()).headers["x-served-entity"]
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = Counter(pool.map(served, range(400)))
+    assert set(counts) == {CHAMPION, CHALLENGER}
+    assert counts[CHALLENGER] / 400 == pytest.approx(0.30, abs=0.075)  # > 3 standard deviations
+
+
+def test_payloads_over_the_logging_limit_are_logged_as_null():
+    assert logged_payload("é" * (MAX_LOGGED_PAYLOAD_BYTES // 2 + 1), "CODE") == (None, ["CODE"])
+    assert logged_payload('{"a": 1}', "CODE") == ('{"a": 1}', [])
+    assert logged_payload(None, "CODE") == (None, [])
+
+
+def test_the_router_draws_each_route_with_its_percentage():
+    routes = [
+        RouteSpec(served_entity_name=n, traffic_percentage=p)
+        for n, p in (("a", 70), ("b", 25), ("c", 5), ("d", 0))
+    ]
+    router = TrafficRouter(routes, random.Random(3))
+    counts = Counter(router.choose() for _ in range(40_000))
+    assert "d" not in counts
+    for name, share in (("a", 0.70), ("b", 0.25), ("c", 0.05)):
+        assert counts[name] / 40_000 == pytest.approx(share, abs=0.01)
+
+
+def test_every_request_lands_in_the_inference_table_on_shutdown(config, tmp_path):
+    frame = fare_inputs(2, seed=14)
+    with serving([config], tmp_path) as (base_url, _):
+        ok = invoke(base_url, ENDPOINT, records_body(frame, client_request_id="trip-42"), served=CHAMPION)
+        bad = invoke(base_url, ENDPOINT, {"dataframe_records": []}, served=CHALLENGER)
+        invoke(base_url, ENDPOINT, "x", headers={"Content-Type": "text/csv"})
+        invoke(base_url, ENDPOINT, _good_body(), served="fare_model-9")
+        assert _declare_oversized_body(base_url)[0] == 413
+        table_dir = local_table_dir(tmp_path, config.inference_table.payload_table)
+        assert not list(table_dir.glob("*.parquet")), "records are batched, not written per request"
+    rows = _payload_rows(tmp_path, config).set_index("databricks_request_id")
+    assert sorted(rows.status_code) == [200, 400, 404, 413, 415]
+    [too_large] = rows[rows.status_code == 413].itertuples()
+    assert (too_large.request, list(too_large.logging_error_codes)) == (None, ["MAX_REQUEST_SIZE_EXCEEDED"])
+    answered = rows.loc[ok.headers["x-request-id"]]
+    assert answered.client_request_id == "trip-42"
+    assert answered.served_entity_id == CHAMPION
+    assert json.loads(answered.request)["dataframe_records"][0]["pickup_zip"] == int(frame.pickup_zip[0])
+    assert json.loads(answered.response) == ok.json()
+    assert answered.requester == "local" and answered.sampling_fraction == 1.0
+    assert answered.execution_duration_ms >= 0 and str(answered.request_date) == str(
+        answered.request_time.date()
+    )
+    refused = rows.loc[bad.headers["x-request-id"]]
+    assert (refused.status_code, refused.served_entity_id) == (400, CHALLENGER)
+    assert json.loads(refused.response)["error_code"] == "BAD_REQUEST"
+    assert list(refused.logging_error_codes) == []
+
+
+def test_a_token_is_required_when_configured_and_never_logged(config, tmp_path, caplog):
+    token = "tok-3f9a61c0d2"
+    caplog.set_level("DEBUG")
+    with serving([config], tmp_path, token=token) as (base_url, _):
+        missing = invoke(base_url, ENDPOINT, _good_body())
+        wrong = invoke(base_url, ENDPOINT, _good_body(), headers={"Authorization": "Bearer nope"})
+        right = invoke(base_url, ENDPOINT, _good_body(), headers={"Authorization": f"Bearer {token}"})
+        assert requests.get(f"{base_url}/health", timeout=10).status_code == 401
+        health = requests.get(f"{base_url}/health", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert requests.get(f"{base_url}/ping", timeout=10).status_code == 200
+    assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
+    assert missing.json()["error_code"] == "UNAUTHENTICATED"
+    assert health.json()["endpoints"][ENDPOINT]["routes"] == {CHAMPION: 70, CHALLENGER: 30}
+    rows = _payload_rows(tmp_path, config)
+    assert sorted(rows.status_code) == [200, 401, 401]
+    assert token not in rows.to_json()
+    assert token not in caplog.text
+
+
+def _race(base_url: str, bodies: list[dict]) -> list[requests.Response]:
+    """POST the bodies to the champion at once, one connected client each."""
+    barrier = threading.Barrier(len(bodies))
+
+    def call(body: dict) -> requests.Response:
+        with requests.Session() as session:
+            session.get(f"{base_url}/ping", timeout=10)  # connect before the race
+            barrier.wait(timeout=30)
+            path = f"/serving-endpoints/{ENDPOINT}/served-models/{CHAMPION}/invocations"
+            return session.post(base_url + path, json=body, timeout=60)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(call, bodies))
+
+
+def test_concurrent_requests_share_model_calls_and_a_bad_one_fails_alone(config, tmp_path):
+    clients, bad = 12, {3, 8}
+    bodies = [records_body(fare_inputs(3, seed=100 + n)) for n in range(clients)]
+    with serving([config], tmp_path, batching=BatchSettings(max_wait_ms=100)) as (base_url, [endpoint]):
+        responses = _race(base_url, bodies)
+        stats = endpoint.models[CHAMPION].batcher.stats
+        assert (stats.requests, stats.model_calls < clients) == (clients, True)
+        for n in bad:
+            bodies[n]["dataframe_records"][1]["trip_distance"] = "far"  # refused when its batch is conformed
+        mixed = _race(base_url, bodies)
+    model = endpoint.models[CHAMPION].model
+    for n, body in enumerate(bodies):
+        if n in bad:
+            assert mixed[n].status_code == 400
+            assert "trip_distance" in mixed[n].json()["message"]
+        else:
+            expected = list(
+                model.predict(pd.DataFrame(body["dataframe_records"]).astype(fare_inputs(1).dtypes))
+            )
+            assert responses[n].json()["predictions"] == pytest.approx(expected)
+            assert mixed[n].json()["predictions"] == pytest.approx(expected)
+
+
+def test_a_failing_request_does_not_fail_the_others_in_its_batch():
+    calls: list[int] = []
+
+    def predict(frame: pd.DataFrame, params: dict | None) -> np.ndarray:
+        calls.append(len(frame))
+        if (frame["x"] < 0).any():
+            raise ValueError("negative x")
+        return frame["x"].to_numpy() * 2
+
+    async def scenario() -> list[object]:
+        batcher = MicroBatcher(predict, name="unit")
+        batcher.start()
+        frames = [pd.DataFrame({"x": [float(n), n + 0.5]}) for n in range(5)] + [pd.DataFrame({"x": [-1.0]})]
+        results = await asyncio.gather(*(batcher.predict(f) for f in frames), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [list(r) for r in results[:5]] == [[2.0 * n, 2.0 * n + 1] for n in range(5)]
+    assert isinstance(results[5], ValueError)
+    assert calls == [11, 2, 2, 2, 2, 2, 1]  # the batch, then one call per request
+
+
+def test_concurrent_predictions_become_one_model_call():
+    calls: list[int] = []
+
+    def predict(frame: pd.DataFrame, params: dict | None) -> pd.DataFrame:
+        calls.append(len(frame))
+        return pd.DataFrame({"y": frame["x"] + 1, "params": [json.dumps(params)] * len(frame)})
+
+    async def scenario() -> list[pd.DataFrame]:
+        batcher = MicroBatcher(predict, name="unit")
+        batcher.start()
+        frames = [pd.DataFrame({"x": [float(n)] * (n + 1)}) for n in range(20)]
+        results = await asyncio.gather(*(batcher.predict(f, {"k": n % 2}) for n, f in enumerate(frames)))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert sorted(calls) == [100, 110]  # one call per distinct params
+    for n, result in enumerate(results):
+        assert list(result["y"]) == [n + 1.0] * (n + 1)
+        assert set(result["params"]) == {json.dumps({"k": n % 2})}

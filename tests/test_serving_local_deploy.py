@@ -1,0 +1,165 @@
+"""The deploy task on the local platform, the inference table read through Spark, and `mlops serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import typer
+from typer.testing import CliRunner
+
+from mlops_template.serving.cli import serve_command
+from mlops_template.serving.spec import endpoint_spec_path, load_endpoint_specs
+from mlops_template.serving.task import DeployConfig, run
+from mlops_template.tasks.common import TaskArgumentError, build_config
+from test_serving_support import fare_inputs, invoke, records_body, register_fare_model
+
+MODEL = "test.serving_deploy.fare_model"
+ENDPOINT = "fares-dev"
+PAYLOAD_TABLE = "test.serving_deploy.fares_dev_payload"
+SERVE = "import typer; from mlops_template.serving.cli import serve_command; typer.run(serve_command)"
+
+
+@pytest.fixture(scope="module")
+def deployed(platform) -> None:
+    platform.configure_mlflow()
+    register_fare_model(platform, MODEL, slope=2.0, aliases=("champion",))
+    register_fare_model(platform, MODEL, slope=3.0, aliases=("challenger",))
+    argv = [
+        f"--model-name={MODEL}",
+        f"--endpoint-name={ENDPOINT}",
+        "--catalog=test",
+        "--schema=serving_deploy",
+        "--inference-table-enabled=true",
+        "--challenger-traffic-percent=25",
+        "--workload-size=Medium",
+    ]
+    run(platform, build_config(DeployConfig, argv))
+
+
+def test_the_spec_is_recorded_and_each_served_entity_answered_its_example(deployed, platform, spark):
+    [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
+    assert endpoint_spec_path(platform.state_dir, ENDPOINT).is_file()
+    assert {r.served_entity_name: r.traffic_percentage for r in config.routes} == {
+        "fare_model-1": 75,
+        "fare_model-2": 25,
+    }
+    assert config.tags["git_sha"] == "unknown"
+    payload = platform.read_table(PAYLOAD_TABLE)
+    assert payload.schema.simpleString() == (
+        "struct<databricks_request_id:string,client_request_id:string,request_date:date,request_time:timestamp,"
+        "status_code:int,sampling_fraction:double,execution_duration_ms:bigint,request:string,response:string,"
+        "served_entity_id:string,logging_error_codes:array<string>,requester:string>"
+    )
+    rows = payload.collect()
+    assert sorted((row.served_entity_id, row.status_code) for row in rows) == [
+        ("fare_model-1", 200),
+        ("fare_model-2", 200),
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log_path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlops serve did not start: {log_path.read_text()}")
+
+
+def test_mlops_serve_answers_with_a_token_and_flushes_the_table_on_sigterm(
+    deployed, platform, spark, tmp_path
+):
+    token = "serve-token-81b2c4"
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    env = os.environ | {"MLOPS_HOME": str(platform.state_dir.parent), "SERVE_TEST_TOKEN": token}
+    command = [
+        sys.executable,
+        "-c",
+        SERVE,
+        "-t",
+        platform.target,
+        "--port",
+        str(port),
+        "--token-env",
+        "SERVE_TEST_TOKEN",
+    ]
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(url, process, log_path)
+        auth = {"Authorization": f"Bearer {token}"}
+        answered = invoke(
+            url, ENDPOINT, records_body(fare_inputs(2), client_request_id="serve-1"), headers=auth
+        )
+        refused = invoke(url, ENDPOINT, {"dataframe_records": [{"trip_distance": "x"}]}, headers=auth)
+        anonymous = invoke(url, ENDPOINT, records_body(fare_inputs(1)))
+        assert (answered.status_code, refused.status_code, anonymous.status_code) == (200, 400, 401)
+        assert answered.headers["x-served-entity"] in {"fare_model-1", "fare_model-2"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    spark.catalog.refreshTable(platform.table_name(PAYLOAD_TABLE))
+    ids = [r.headers["x-request-id"] for r in (answered, refused, anonymous)]
+    rows = platform.read_table(PAYLOAD_TABLE).where(f"databricks_request_id in {tuple(ids)}").collect()
+    assert sorted(row.status_code for row in rows) == [200, 400, 401]
+    assert {row.client_request_id for row in rows} == {"serve-1", None}
+    assert token not in log_path.read_text()
+    assert all(token not in str(row.asDict()) for row in rows)
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(serve_command)
+    return app
+
+
+def test_mlops_serve_says_to_run_the_pipeline_when_nothing_is_deployed(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    result = CliRunner().invoke(_cli(), ["-t", "nothing"])
+    assert result.exit_code == 2
+    assert "no endpoint is recorded for target nothing" in result.output
+    assert "Run the pipeline first" in result.output
+
+
+def test_mlops_serve_refuses_an_unset_token_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.delenv("NO_SUCH_TOKEN_VARIABLE", raising=False)
+    result = CliRunner().invoke(_cli(), ["-t", "nothing", "--token-env", "NO_SUCH_TOKEN_VARIABLE"])
+    assert result.exit_code == 2
+    assert "NO_SUCH_TOKEN_VARIABLE is not set or empty" in " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--challenger-traffic-percent=10", "--ab-key-column=rider", "--experiment-name=/x"], "not both"),
+        (["--ab-key-column=rider"], "needs --experiment-name"),
+        (["--workload-size=Huge"], "--workload-size"),
+        (["--challenger-traffic-percent=101"], "--challenger-traffic-percent"),
+    ],
+)
+def test_the_deploy_task_refuses_contradictory_parameters(extra, message):
+    base = ["--model-name=a.b.c", "--endpoint-name=e", "--catalog=a", "--schema=b"]
+    with pytest.raises(TaskArgumentError, match=message):
+        build_config(DeployConfig, base + extra)

@@ -1,0 +1,179 @@
+"""The endpoint spec: validation, alias resolution, and the Databricks SDK request it builds."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from databricks.sdk.service.serving import AiGatewayConfig, EndpointCoreConfigInput, EndpointTag
+from pydantic import ValidationError
+
+from mlops_template.serving.spec import (
+    EndpointConfig,
+    InferenceTableSpec,
+    MissingChampionError,
+    RouteSpec,
+    ServedEntitySpec,
+    StickyABSpec,
+    build_endpoint_config,
+    endpoint_config,
+    load_endpoint_specs,
+    save_endpoint_spec,
+    served_versions,
+)
+from test_serving_support import register_fare_model
+
+MODEL = "test.serving_spec.fare_model"
+TABLE = InferenceTableSpec(
+    enabled=True, catalog_name="test", schema_name="serving_spec", table_name_prefix="fares"
+)
+
+
+def _config(**overrides) -> EndpointConfig:
+    settings = {
+        "endpoint_name": "fares-dev",
+        "model_name": MODEL,
+        "champion_version": "3",
+        "challenger_version": "4",
+        "challenger_traffic_percent": 20,
+        "workload_size": "Small",
+        "scale_to_zero": True,
+        "inference_table": TABLE,
+        "git_sha": "abc123",
+    }
+    return endpoint_config(**(settings | overrides))
+
+
+def _entity(name: str) -> ServedEntitySpec:
+    return ServedEntitySpec(name=name, entity_name=MODEL, entity_version="1")
+
+
+def test_champion_and_challenger_split_traffic_by_percentage():
+    config = _config()
+    assert [(e.name, e.entity_version) for e in config.served_entities] == [
+        ("fare_model-3", "3"),
+        ("fare_model-4", "4"),
+    ]
+    assert [(r.served_entity_name, r.traffic_percentage) for r in config.routes] == [
+        ("fare_model-3", 80),
+        ("fare_model-4", 20),
+    ]
+    assert config.tags == {
+        "model_name": MODEL,
+        "model_version": "3",
+        "challenger_version": "4",
+        "git_sha": "abc123",
+    }
+
+
+@pytest.mark.parametrize(("challenger", "percent"), [(None, 20), ("4", 0)])
+def test_without_challenger_or_traffic_the_champion_serves_alone(challenger, percent):
+    config = _config(challenger_version=challenger, challenger_traffic_percent=percent)
+    assert [(r.served_entity_name, r.traffic_percentage) for r in config.routes] == [("fare_model-3", 100)]
+    assert "challenger_version" not in config.tags
+
+
+def test_routes_must_sum_to_100():
+    with pytest.raises(ValidationError, match=r"must sum to 100 percent, got 90 \(a: 70, b: 20\)"):
+        EndpointConfig(
+            name="e",
+            model_name=MODEL,
+            served_entities=[_entity("a"), _entity("b")],
+            routes=[
+                RouteSpec(served_entity_name="a", traffic_percentage=70),
+                RouteSpec(served_entity_name="b", traffic_percentage=20),
+            ],
+            inference_table=TABLE,
+        )
+
+
+def test_routes_must_name_each_served_entity_once():
+    with pytest.raises(ValidationError, match="must name each served entity"):
+        EndpointConfig(
+            name="e",
+            model_name=MODEL,
+            served_entities=[_entity("a")],
+            routes=[RouteSpec(served_entity_name="b", traffic_percentage=100)],
+            inference_table=TABLE,
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model_name": "fare_model"}, "three-level"),
+        ({"endpoint_name": "fares dev"}, "String should match pattern"),
+        ({"challenger_traffic_percent": 120}, r"within 0..100, got 120"),
+        ({"workload_size": "Huge"}, "'Small', 'Medium' or 'Large'"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_reason(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**overrides)
+
+
+def test_inference_table_needs_a_valid_table_name():
+    with pytest.raises(ValidationError, match="three-level"):
+        InferenceTableSpec(enabled=True, catalog_name="test", schema_name="s", table_name_prefix="bad-prefix")
+
+
+def test_the_databricks_request_parses_back_with_the_sdk_classes():
+    request = build_endpoint_config(_config(workload_size="Medium", scale_to_zero=False))
+    core = EndpointCoreConfigInput.from_dict(request.config.as_dict())
+    assert core.name == "fares-dev"
+    assert [
+        (e.name, e.entity_name, e.entity_version, e.workload_size, e.scale_to_zero_enabled)
+        for e in core.served_entities
+    ] == [
+        ("fare_model-3", MODEL, "3", "Medium", False),
+        ("fare_model-4", MODEL, "4", "Medium", False),
+    ]
+    assert [(r.served_entity_name, r.traffic_percentage) for r in core.traffic_config.routes] == [
+        ("fare_model-3", 80),
+        ("fare_model-4", 20),
+    ]
+    gateway = AiGatewayConfig.from_dict(request.ai_gateway.as_dict()).inference_table_config
+    assert (gateway.enabled, gateway.catalog_name, gateway.schema_name, gateway.table_name_prefix) == (
+        True,
+        "test",
+        "serving_spec",
+        "fares",
+    )
+    assert EndpointTag.from_dict({"key": "git_sha", "value": "abc123"}) in request.tags
+
+
+def test_the_sticky_ab_model_is_the_only_served_entity_on_databricks():
+    sticky = StickyABSpec(
+        key_column="rider_id",
+        challenger_share=0.3,
+        champion_version="3",
+        challenger_version="4",
+        model_version="7",
+    )
+    request = build_endpoint_config(_config(sticky_ab=sticky))
+    core = EndpointCoreConfigInput.from_dict(request.config.as_dict())
+    assert [(e.name, e.entity_name, e.entity_version) for e in core.served_entities] == [
+        ("fare_model_ab-7", f"{MODEL}_ab", "7")
+    ]
+    assert [(r.served_entity_name, r.traffic_percentage) for r in core.traffic_config.routes] == [
+        ("fare_model_ab-7", 100)
+    ]
+    assert {t.key: t.value for t in request.tags}["ab_model_version"] == "7"
+
+
+def test_specs_round_trip_through_the_local_state(tmp_path):
+    config = _config()
+    path = save_endpoint_spec(tmp_path, config)
+    assert path == tmp_path / "endpoints" / "fares-dev.json"
+    assert load_endpoint_specs(tmp_path) == [config]
+    assert load_endpoint_specs(tmp_path / "nothing") == []
+
+
+def test_aliases_resolve_to_versions_through_the_registry(platform):
+    platform.configure_mlflow()
+    name = "test.serving_spec.alias_model"
+    with pytest.raises(MissingChampionError, match=r"no version with alias 'champion'.*train and promote"):
+        served_versions(mlflow.MlflowClient(), name)
+    first = register_fare_model(platform, name, slope=2.0, aliases=("champion", "challenger"))
+    assert served_versions(mlflow.MlflowClient(), name) == (first, None)
+    second = register_fare_model(platform, name, slope=2.5, aliases=("challenger",))
+    assert served_versions(mlflow.MlflowClient(), name) == (first, second)
