@@ -30,7 +30,6 @@ from mlops_template.serving.deploy import (
     DatabricksEndpointDeployer,
     EndpointDeploymentError,
     LocalEndpointDeployer,
-    deployer_for,
 )
 from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endpoint_config
 
@@ -254,5 +253,5 @@ def test_a_failed_update_says_the_previous_config_keeps_serving(fake_workspace):
 
 
 def test_the_platform_picks_the_deployer(fake_workspace, platform):
-    assert isinstance(deployer_for(platform), LocalEndpointDeployer)
-    assert isinstance(deployer_for(DatabricksPlatform()), DatabricksEndpointDeployer)
+    assert isinstance(platform.endpoint_deployer(), LocalEndpointDeployer)
+    assert isinstance(DatabricksPlatform().endpoint_deployer(), DatabricksEndpointDeployer)

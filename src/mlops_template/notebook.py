@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mlops_template.bundle.loader import ResolvedBundle, find_bundle_root, load_bundle
 from mlops_template.platform import Platform, get_platform
+from mlops_template.tasks.common import TaskConfig, build_config
+
+ConfigT = TypeVar("ConfigT", bound=TaskConfig)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class NotebookContext:
     @property
     def experiment_name(self) -> str:
         return str(self.bundle.variables["experiment_name"])
+
+    def task_config(self, job: str, task_key: str, config_type: type[ConfigT]) -> ConfigT:
+        """The config a job's wheel task gets from the bundle (it must not use `{{...}}` references)."""
+        task = next(t for t in self.bundle.job(job)["tasks"] if t["task_key"] == task_key)
+        return build_config(config_type, task["python_wheel_task"]["parameters"])
 
 
 def notebook_context(target: str | None = None) -> NotebookContext:

@@ -14,6 +14,8 @@ from mlops_template.platform.task_values import TaskValues
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from mlops_template.serving.deploy import EndpointDeployer
+
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +58,10 @@ class Platform(ABC):
     @abstractmethod
     def merge_table(self, df: DataFrame, name: str, keys: Sequence[str]) -> None:
         """Upsert `df` into table `name` by `keys` (created when missing); other rows are kept."""
+
+    @abstractmethod
+    def endpoint_deployer(self) -> EndpointDeployer:
+        """The serving control plane: Model Serving on Databricks, the recorded local spec locally."""
 
     def _provide_missing_table(self, name: str) -> bool:
         """Hook: create a well-known table that is missing; True if it now exists."""

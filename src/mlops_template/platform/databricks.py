@@ -17,6 +17,8 @@ from mlops_template.platform.task_values import DatabricksTaskValues
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from mlops_template.serving.deploy import EndpointDeployer
+
 
 def on_databricks() -> bool:
     """True inside a Databricks job or notebook, or when Databricks Connect is asked for."""
@@ -65,6 +67,11 @@ class DatabricksPlatform(Platform):
             f"MERGE INTO {name} t USING {source} s ON {condition} "
             "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
         )
+
+    def endpoint_deployer(self) -> EndpointDeployer:
+        from mlops_template.serving.deploy import DatabricksEndpointDeployer
+
+        return DatabricksEndpointDeployer()
 
     def configure_mlflow(self) -> None:
         mlflow.set_tracking_uri("databricks")

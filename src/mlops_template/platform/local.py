@@ -28,6 +28,8 @@ from mlops_template.platform.task_values import LocalTaskValues
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from mlops_template.serving.deploy import EndpointDeployer
+
 log = logging.getLogger(__name__)
 
 SAMPLE_TRIPS_TABLE = "samples.nyctaxi.trips"
@@ -127,6 +129,11 @@ class LocalPlatform(Platform):
         rows = self.spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
         details = {row["col_name"]: row["data_type"] for row in rows}
         return details["Location"], details["Provider"]
+
+    def endpoint_deployer(self) -> EndpointDeployer:
+        from mlops_template.serving.deploy import LocalEndpointDeployer
+
+        return LocalEndpointDeployer(self)
 
     @property
     def tracking_uri(self) -> str:

@@ -1,7 +1,7 @@
 """Model serving: endpoint spec, deployers (Databricks and local), the local endpoint, sticky A/B.
 
 - `spec`: the endpoint configuration and the Databricks SDK request objects built from it.
-- `deploy`: `deployer_for(platform)` -> Databricks `serving_endpoints` or the checked local spec.
+- `deploy`: Databricks `serving_endpoints`, or the checked local spec (`platform.endpoint_deployer()`).
 - `task`: the `mlops-deploy` job task; `cli`: `mlops serve`.
 - `app`, `server`, `endpoint`, `invocation`, `batching`, `router`: the local endpoint speaking the
   Databricks invocation API, with micro-batching and per-request traffic split.

@@ -1,6 +1,6 @@
 """Deploy an `EndpointConfig`: on Databricks through `serving_endpoints`, locally as a checked spec.
 
-`deployer_for(platform)` picks the implementation by `platform.name`.
+The platform picks the implementation (`platform.endpoint_deployer()`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import mlflow
 from databricks.sdk import WorkspaceClient
@@ -30,10 +30,15 @@ from mlops_template.serving.endpoint import Endpoint, ServedModel
 from mlops_template.serving.inference_table import register_local_table
 from mlops_template.serving.invocation import parse_invocation
 from mlops_template.serving.server import LocalServer
-from mlops_template.serving.spec import EndpointConfig, build_endpoint_config, save_endpoint_spec
+from mlops_template.serving.spec import (
+    EndpointConfig,
+    build_endpoint_config,
+    load_endpoint_specs,
+    save_endpoint_spec,
+)
 
 if TYPE_CHECKING:
-    from mlops_template.platform import LocalPlatform, Platform
+    from mlops_template.platform import LocalPlatform
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +55,9 @@ class EndpointDeployer(Protocol):
 
     def deploy(self, config: EndpointConfig) -> None: ...
 
-
-def deployer_for(platform: Platform) -> EndpointDeployer:
-    """The deployer of the platform the task runs on."""
-    if platform.name == "databricks":
-        return DatabricksEndpointDeployer()
-    if platform.name == "local":
-        return LocalEndpointDeployer(cast("LocalPlatform", platform))
-    raise ValueError(f"no endpoint deployer for platform '{platform.name}'")
+    def query(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Send `records` (`dataframe_records`) to the endpoint; its JSON answer."""
+        ...
 
 
 class DatabricksEndpointDeployer:
@@ -99,6 +99,9 @@ class DatabricksEndpointDeployer:
             self._update_inference_table(existing, request.ai_gateway.inference_table_config)
             self._update_tags(existing, request.tags)
         log.info("serving endpoint %s is ready: %s", config.name, [e.name for e in config.served_entities])
+
+    def query(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._client.serving_endpoints.query(name=name, dataframe_records=records).as_dict()
 
     def _existing(self, name: str) -> ServingEndpointDetailed | None:
         try:
@@ -191,6 +194,26 @@ class LocalEndpointDeployer:
         if config.inference_table.enabled:
             self._check_logged(config, request_ids)
         log.info("endpoint %s answers; serve it with `mlops serve -t %s`", config.name, platform.target)
+
+    def query(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Serve the recorded endpoint on loopback for one request (like `mlops serve` does)."""
+        specs = {spec.name: spec for spec in load_endpoint_specs(self._platform.state_dir)}
+        if name not in specs:
+            raise EndpointDeploymentError(
+                f"endpoint {name} is not deployed locally (known: {sorted(specs)}): "
+                "run the pipeline job first"
+            )
+        endpoint = Endpoint.load(specs[name], self._platform.state_dir)
+        body = json.dumps({"dataframe_records": records}, default=str).encode()
+        with LocalServer(create_app([endpoint])) as server:
+            request = urllib.request.Request(
+                f"{server.url}/serving-endpoints/{name}/invocations",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return {**json.loads(response.read()), "served_entity": response.headers["x-served-entity"]}
 
     def _check_logged(self, config: EndpointConfig, request_ids: list[str]) -> None:
         table = self._platform.table_name(config.inference_table.payload_table)

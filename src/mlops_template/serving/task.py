@@ -9,8 +9,8 @@ from pydantic import Field, model_validator
 
 from mlops_template.platform import Platform
 from mlops_template.serving.ab_registry import register_ab_model
-from mlops_template.serving.deploy import deployer_for
 from mlops_template.serving.spec import (
+    EndpointConfig,
     InferenceTableSpec,
     StickyABSpec,
     WorkloadSize,
@@ -54,11 +54,16 @@ class DeployConfig(TaskConfig):
 
 
 def run(platform: Platform, config: DeployConfig) -> None:
+    platform.endpoint_deployer().deploy(endpoint_spec(platform, config))
+
+
+def endpoint_spec(platform: Platform, config: DeployConfig) -> EndpointConfig:
+    """The endpoint the task deploys: champion (+ challenger or the sticky A/B model), table, tags."""
     platform.configure_mlflow()
     champion, challenger = served_versions(MlflowClient(), config.model_name)
     log.info("champion: version %s; challenger: %s", champion, challenger or "none")
     sticky_ab = _sticky_ab(platform, config, champion, challenger)
-    endpoint = endpoint_config(
+    return endpoint_config(
         endpoint_name=config.endpoint_name,
         model_name=config.model_name,
         champion_version=champion,
@@ -75,7 +80,6 @@ def run(platform: Platform, config: DeployConfig) -> None:
         git_sha=config.git_sha or "unknown",
         sticky_ab=sticky_ab,
     )
-    deployer_for(platform).deploy(endpoint)
 
 
 def _sticky_ab(
