@@ -12,6 +12,14 @@ from mlops_template.platform import LocalPlatform, activate
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _git_sha() -> Iterator[None]:
+    """Training runs record this sha (and never ask git)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_SHA", "test-sha")
+        yield
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     """The local platform over a fresh state directory, active for the whole session."""

@@ -68,14 +68,12 @@ def model_name(platform: LocalPlatform, spark) -> Iterator[str]:
     platform.configure_mlflow()
     name = f"test.scoring_{uuid.uuid4().hex[:8]}.fare_model"
     frame = training_frame(spark, seed=5)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_SHA", "test-sha")
-        for config in (TrainingConfig(**FAST), TrainingConfig(n_estimators=3, num_leaves=4)):
-            context = RunContext(TABLES["trips"], TABLES["pickup"], TABLES["dropoff"], "test", "1")
-            run = log_training_run(
-                platform.experiment_id("/Shared/test-scoring"), train_model(frame, config), context
-            )
-            register_challenger(name, run)
+    for config in (TrainingConfig(**FAST), TrainingConfig(n_estimators=3, num_leaves=4)):
+        context = RunContext(TABLES["trips"], TABLES["pickup"], TABLES["dropoff"], "test", "1")
+        run = log_training_run(
+            platform.experiment_id("/Shared/test-scoring"), train_model(frame, config), context
+        )
+        register_challenger(name, run)
     promote(name, 1)
     yield name
 

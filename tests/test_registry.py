@@ -40,14 +40,6 @@ EXPERIMENT = "/Shared/test-registry"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _git_sha() -> Iterator[None]:
-    """Runs record this sha (and never ask git)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_SHA", "test-sha")
-        yield
-
-
 @pytest.fixture(scope="module")
 def frame(spark: SparkSession) -> DataFrame:
     return training_frame(spark, seed=11)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -47,14 +45,6 @@ def training_frame(spark: SparkSession, rows: int = 3_000, seed: int = 42) -> Da
 
 def context(target: str = "test") -> RunContext:
     return RunContext("test.trips.clean", "test.features.pickup", "test.features.dropoff", target, "run-17")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _git_sha() -> Iterator[None]:
-    """Runs record this sha (and never ask git)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_SHA", "test-sha")
-        yield
 
 
 @pytest.fixture(scope="module")

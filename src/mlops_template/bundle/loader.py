@@ -133,6 +133,11 @@ def find_bundle_root(start: Path | None = None) -> Path:
     raise BundleError(f"no {CONFIG_FILE_NAMES[0]} found in {here} or any parent directory")
 
 
+class ResourceId(str):
+    """`${resources.<type>.<key>.id}` resolved offline: the resource key, standing for the id
+    Databricks assigns at deploy time (so the local runner can find the job it names)."""
+
+
 def current_user() -> tuple[str, str]:
     """`${workspace.current_user.userName}` and `.short_name` (the login name off Databricks)."""
     user_name = current_user_name()
@@ -707,7 +712,7 @@ class _Resolver:
         """The resolved value of `${reference}`, written at tree path `at`."""
         path = tuple(int(m.group(1)) if m.group(1) else m.group(0) for m in _PATH_TOKEN.finditer(reference))
         if path[0] == "resources" and len(path) == 4 and path[3] == "id" and _contains(self.tree, path[:3]):
-            return str(path[2])  # stand-in for the deployed id: the resource key
+            return ResourceId(path[2])  # stand-in for the deployed id: the resource key
         if path in self.done:
             return self.done[path]
         if path in self.active:

@@ -33,6 +33,7 @@ from mlops_template.bundle.loader import (
     BundleError,
     PathKey,
     ResolvedBundle,
+    ResourceId,
     dotted,
     read_config,
     resolve_bundle,
@@ -310,7 +311,7 @@ def check_dataclass(cls: type, value: Mapping[str, Any], path: PathKey, file: Pa
     except _Mismatch as problem:
         raise BundleError(problem.message, file=file, key=dotted(problem.path)) from None
     try:
-        cls.from_dict(json.loads(json.dumps(value, default=str)))  # type: ignore[attr-defined]
+        cls.from_dict(_with_placeholder_ids(value))  # type: ignore[attr-defined]
     except (ValueError, TypeError, KeyError) as error:
         raise BundleError(
             f"{cls.__name__}.from_dict rejects it: {error}", file=file, key=dotted(path)
@@ -390,12 +391,25 @@ def _check_fields(cls: type, value: Any, path: PathKey) -> None:
         _check_type(hints[key], item, (*path, key))
 
 
+def _with_placeholder_ids(value: Any) -> Any:
+    """A JSON copy of `value` with each deploy-time resource id as a placeholder number."""
+    if isinstance(value, ResourceId):
+        return 0
+    if isinstance(value, dict):
+        return {key: _with_placeholder_ids(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_placeholder_ids(item) for item in value]
+    return json.loads(json.dumps(value, default=str))
+
+
 def _check_scalar(tp: Any, value: Any, path: PathKey) -> None:
     ok = {
         str: lambda v: isinstance(v, str | int | float),
         bool: lambda v: isinstance(v, bool) or v in _TRUE_FALSE,
         int: lambda v: (
-            (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and _INTEGER.fullmatch(v))
+            (isinstance(v, int) and not isinstance(v, bool))
+            or (isinstance(v, str) and _INTEGER.fullmatch(v))
+            or isinstance(v, ResourceId)  # a deployed id, known only at deploy time
         ),
         float: lambda v: (
             (isinstance(v, int | float) and not isinstance(v, bool))
