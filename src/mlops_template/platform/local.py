@@ -209,6 +209,7 @@ class LocalPlatform(Platform):
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.shuffle.partitions", str(self.shuffle_partitions))
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")  # fewer spark_udf calls
             .enableHiveSupport()
         )
         active = SparkSession.getActiveSession()
