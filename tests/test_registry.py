@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from typer.testing import CliRunner
 
 from mlops_template.bundle.loader import find_bundle_root, load_bundle
+from mlops_template.pipeline_names import PipelineNames
 from mlops_template.platform import LocalPlatform, MissingTableError
 from mlops_template.registry.cli import model_app
 from mlops_template.registry.gate import PROMOTED, REJECTED, validate_challenger
@@ -261,7 +262,7 @@ def test_model_cli_status_and_rollback(
     monkeypatch.chdir(PROJECT_ROOT)
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     bundle = load_bundle(find_bundle_root())
-    name = "{catalog}.{schema}.{model_name}".format(**bundle.variables)
+    name = PipelineNames.of(bundle).model_name
     cli = CliRunner()
     try:
         missing = cli.invoke(model_app, ["status", "-t", bundle.target])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mlops_template.bundle.loader import ResolvedBundle, find_bundle_root, load_bundle
+from mlops_template.pipeline_names import PipelineNames
 from mlops_template.platform import Platform, get_platform
 from mlops_template.tasks.common import TaskConfig, build_config
 
@@ -25,29 +26,28 @@ class NotebookContext:
     platform: Platform
 
     @property
+    def names(self) -> PipelineNames:
+        return PipelineNames.of(self.bundle)
+
+    @property
     def catalog(self) -> str:
-        return str(self.bundle.variables["catalog"])
+        return self.names.catalog
 
     @property
     def schema(self) -> str:
-        """The pipeline schema's deployed name (development mode prefixes it per user)."""
-        return str(self.bundle.resources["schemas"]["pipeline_schema"]["name"])
+        return self.names.schema
 
     def table(self, name: str) -> str:
         """The three-level name of a table of the pipeline."""
-        return f"{self.catalog}.{self.schema}.{name}"
+        return self.names.table(name)
 
     @property
     def model_name(self) -> str:
-        return self.table(str(self.bundle.variables["model_name"]))
+        return self.names.model_name
 
     @property
     def endpoint_name(self) -> str:
-        return str(self.bundle.variables["endpoint_name"])
-
-    @property
-    def experiment_name(self) -> str:
-        return str(self.bundle.variables["experiment_name"])
+        return self.names.endpoint
 
     def task_config(self, job: str, task_key: str, config_type: type[ConfigT]) -> ConfigT:
         """The config a job's wheel task gets from the bundle (it must not use `{{...}}` references)."""

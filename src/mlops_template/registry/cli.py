@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops_template.bundle.loader import BundleError, find_bundle_root, load_bundle
+from mlops_template.pipeline_names import PipelineNames
 from mlops_template.platform import LocalPlatform
 from mlops_template.registry.versions import RegistryError, model_status, rollback
 
@@ -35,9 +36,8 @@ def _model_name(target: str | None) -> str:
         bundle = load_bundle(find_bundle_root(), target)
     except BundleError as error:
         raise _fail(str(error)) from None
-    variables = bundle.variables
     LocalPlatform(bundle.target).configure_mlflow()
-    return f"{variables['catalog']}.{variables['schema']}.{variables['model_name']}"
+    return PipelineNames.of(bundle).model_name
 
 
 def _number(value: float | None) -> str:
