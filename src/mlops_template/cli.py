@@ -22,6 +22,8 @@ from mlops_template.bundle.runner import (
     TaskStatus,
 )
 from mlops_template.bundle.validate import validate_bundle
+from mlops_template.monitoring.cli import monitor_app
+from mlops_template.monitoring.simulate import simulate_traffic
 from mlops_template.platform import LocalPlatform, LocalStateError, activate
 from mlops_template.registry.cli import model_app
 from mlops_template.serving.cli import serve_command
@@ -33,6 +35,8 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.command("serve")(serve_command)
+app.add_typer(monitor_app, name="monitor")
+app.command("simulate-traffic")(simulate_traffic)
 
 console = Console()
 error_console = Console(stderr=True)

@@ -1,0 +1,60 @@
+"""Log a monitoring run to MLflow, in the training experiment, tagged `monitoring`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from mlops_template.monitoring.config import MonitoringThresholds
+from mlops_template.monitoring.metrics import COLUMN, METRIC, VALUE, WINDOW_LEVEL, WINDOW_START
+from mlops_template.monitoring.plots import monitoring_figure
+
+log = logging.getLogger(__name__)
+
+MONITORING_TAG = "monitoring"
+FIGURE_PATH = "monitoring/drift.png"
+
+
+def _metric_key(metric: str, column: str) -> str:
+    return metric if column == WINDOW_LEVEL else f"{metric}_{column}"
+
+
+def window_series(metrics: pd.DataFrame) -> list[Metric]:
+    """Each window's metrics as MLflow metrics: step = window index, timestamp = window start."""
+    starts = sorted(metrics[WINDOW_START].unique())
+    steps = {start: step for step, start in enumerate(starts)}
+    return [
+        Metric(
+            key=_metric_key(row[METRIC], row[COLUMN]),
+            value=float(row[VALUE]),
+            timestamp=int(pd.Timestamp(row[WINDOW_START]).timestamp() * 1000),
+            step=steps[row[WINDOW_START]],
+        )
+        for row in metrics.to_dict("records")
+        if pd.notna(row[VALUE])
+    ]
+
+
+def log_monitoring_run(
+    experiment_id: str,
+    metrics: pd.DataFrame,
+    thresholds: MonitoringThresholds,
+    params: dict[str, object],
+    tags: dict[str, str],
+) -> str:
+    """A run with the windows' metrics over time, the thresholds and the figure; returns its id."""
+    run_name = f"monitoring {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags={MONITORING_TAG: "true", **tags}
+    ) as run:
+        mlflow.log_params(params)
+        mlflow.log_dict(thresholds.model_dump(), "monitoring/thresholds.json")
+        MlflowClient().log_batch(run.info.run_id, metrics=window_series(metrics))
+        mlflow.log_figure(monitoring_figure(metrics, thresholds), FIGURE_PATH)
+    log.info("logged monitoring run %s", run.info.run_id)
+    return run.info.run_id

@@ -1,0 +1,230 @@
+"""Monitoring end to end on small data: a trained champion behind the local endpoint, simulated clean and
+drifted traffic, then the monitoring tasks unpack -> drift -> check, and the retrain task value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import mlflow
+import pytest
+import typer
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+from typer.testing import CliRunner
+
+from mlops_template.monitoring.metrics import metrics_frame, window_table
+from mlops_template.monitoring.simulate import simulate_traffic
+from mlops_template.monitoring.tables import MonitoringTables
+from mlops_template.monitoring.tracking import FIGURE_PATH
+from mlops_template.platform import LocalPlatform
+from mlops_template.registry.versions import promote
+from mlops_template.serving.app import create_app
+from mlops_template.serving.endpoint import Endpoint
+from mlops_template.serving.server import LocalServer
+from mlops_template.serving.spec import load_endpoint_specs
+from mlops_template.serving.task import DeployConfig
+from mlops_template.serving.task import run as deploy
+from mlops_template.tasks import features, monitor_check, monitor_drift, monitor_unpack, prepare_data, train
+from mlops_template.tasks.common import build_config
+from mlops_template.training.tracking import INPUT_EXAMPLE_ROWS
+
+SCHEMA = "monitoring_e2e"
+TRIPS, PICKUP, DROPOFF = (
+    f"test.{SCHEMA}.{name}" for name in ("trips_clean", "pickup_features", "dropoff_features")
+)
+MODEL = f"test.{SCHEMA}.fare_model"
+EXPERIMENT = "/Shared/test-monitoring"
+SCENARIOS = {"clean": False, "drifted": True}  # inference-table prefix -> --drift
+REQUESTS = 90
+# One day windows (a run spans seconds); small windows judged; the latest window decides.
+GRANULARITY = "1 day"
+THRESHOLDS = json.dumps({"min_rows": 50, "min_labeled_rows": 20, "evaluation_windows": 1})
+
+
+def run_task(platform: LocalPlatform, task, config_type, task_key: str, **arguments: str) -> None:
+    """Run a task module's `run` with arguments given as the job passes them."""
+    config = build_config(config_type, [f"--{k.replace('_', '-')}={v}" for k, v in arguments.items()])
+    platform.task_values.current_task = task_key
+    try:
+        task.run(platform, config)
+    finally:
+        platform.task_values.current_task = None
+
+
+def tables(prefix: str) -> MonitoringTables:
+    return MonitoringTables("test", SCHEMA, prefix)
+
+
+@pytest.fixture(scope="module")
+def champion(platform: LocalPlatform) -> Iterator[None]:
+    """Clean trips, feature tables and a promoted model, made by the pipeline's own tasks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_SHA", "test-sha")
+        run_task(
+            platform,
+            prepare_data,
+            prepare_data.PrepareDataConfig,
+            "prepare_data",
+            source_table="samples.nyctaxi.trips",
+            output_table=TRIPS,
+        )
+        run_task(
+            platform,
+            features,
+            features.FeaturesConfig,
+            "features",
+            trips_table=TRIPS,
+            pickup_features_table=PICKUP,
+            dropoff_features_table=DROPOFF,
+        )
+        run_task(
+            platform,
+            train,
+            train.TrainConfig,
+            "train",
+            trips_table=TRIPS,
+            pickup_features_table=PICKUP,
+            dropoff_features_table=DROPOFF,
+            experiment_name=EXPERIMENT,
+            model_name=MODEL,
+            bundle_target="test",
+            job_run_id="1",
+            training_params='{"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.2}',
+        )
+    promote(MODEL, platform.task_values.get("train", "model_version"))
+    yield
+
+
+@pytest.fixture(scope="module")
+def traffic(platform: LocalPlatform, champion: None) -> dict[str, str]:
+    """Both endpoints deployed and served; `mlops simulate-traffic` output per scenario."""
+    for prefix in SCENARIOS:
+        argv = [
+            f"--model-name={MODEL}",
+            f"--endpoint-name=fares-{prefix}",
+            "--catalog=test",
+            f"--schema={SCHEMA}",
+        ]
+        argv += ["--inference-table-enabled=true", f"--inference-table-prefix={prefix}"]
+        deploy(platform, build_config(DeployConfig, argv))
+    configs = [
+        c for c in load_endpoint_specs(platform.state_dir) if c.name.removeprefix("fares-") in SCENARIOS
+    ]
+    endpoints = [Endpoint.load(config, platform.state_dir, table_flush_seconds=0.2) for config in configs]
+    app = typer.Typer()
+    app.command()(simulate_traffic)
+    outputs = {}
+    with pytest.MonkeyPatch.context() as patch, LocalServer(create_app(endpoints)) as server:
+        patch.setenv("MLOPS_HOME", str(platform.state_dir.parent))
+        for prefix, drift in SCENARIOS.items():
+            args = ["-t", platform.target, "--url", server.url, "--endpoint", f"fares-{prefix}"]
+            args += ["--requests", str(REQUESTS), "--seed", "5", "--population", str(platform.sample_rows)]
+            result = CliRunner().invoke(app, args + (["--drift"] if drift else []))
+            assert result.exit_code == 0, result.output
+            outputs[prefix] = result.output
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def monitored(platform: LocalPlatform, traffic: dict[str, str]) -> dict[str, dict]:
+    """unpack -> drift -> check per scenario; the task values of each."""
+    values = {}
+    for prefix in SCENARIOS:
+        names = tables(prefix)
+        run_task(
+            platform,
+            monitor_unpack,
+            monitor_unpack.MonitorUnpackConfig,
+            "unpack",
+            payload_table=names.payload,
+            monitoring_table=names.monitoring,
+            ground_truth_table=names.ground_truth,
+        )
+        run_task(
+            platform,
+            monitor_drift,
+            monitor_drift.MonitorDriftConfig,
+            "drift",
+            monitoring_table=names.monitoring,
+            metrics_table=names.drift_metrics,
+            trips_table=TRIPS,
+            pickup_features_table=PICKUP,
+            dropoff_features_table=DROPOFF,
+            experiment_name=EXPERIMENT,
+            bundle_target="test",
+            job_run_id=f"monitoring-{prefix}",
+            granularity=GRANULARITY,
+            thresholds=THRESHOLDS,
+        )
+        run_task(
+            platform,
+            monitor_check,
+            monitor_check.MonitorCheckConfig,
+            "check",
+            metrics_table=names.drift_metrics,
+            granularity=GRANULARITY,
+            thresholds=THRESHOLDS,
+        )
+        values[prefix] = {key: platform.task_values.of_task(key) for key in ("unpack", "drift", "check")}
+    return values
+
+
+def test_the_simulator_sent_every_format_and_recorded_actual_fares(platform, traffic, monitored):
+    assert "Sent 90 requests" in traffic["clean"] and "drifted" in traffic["drifted"]
+    rows = platform.read_table(tables("clean").monitoring)
+    answered = rows.where(F.col("status_code") == 200)
+    formats = {row[0] for row in answered.select("request_format").distinct().collect()}
+    assert {"dataframe_split", "dataframe_records", "instances", "inputs"} <= formats
+    simulated = answered.count() - INPUT_EXAMPLE_ROWS  # the deploy task's check sent the input example
+    assert answered.where(F.col("trip_id").isNotNull()).count() == simulated
+    assert answered.where(F.col("fare_amount").isNotNull()).count() == simulated
+    assert monitored["clean"]["unpack"]["unpacked_requests"] == rows.where(F.col("row_index") == 0).count()
+
+
+def test_clean_traffic_does_not_trigger_retraining(platform, monitored):
+    check = monitored["clean"]["check"]
+    assert check["retrain"] == "false", check["reasons"]
+    assert check["reasons"] == ["0 of 1 judged windows violate (retrain at 1)"]
+    windows = window_table(metrics_frame(platform.read_table(tables("clean").drift_metrics), GRANULARITY))
+    assert windows["rmse"].iloc[-1] < 5.0
+    assert windows["rows"].iloc[-1] >= 50
+    assert windows["latency_p50_ms"].iloc[-1] <= windows["latency_p99_ms"].iloc[-1]
+
+
+def test_drifted_traffic_triggers_retraining_naming_the_drift(platform, monitored):
+    check = monitored["drifted"]["check"]
+    assert check["retrain"] == "true"
+    reasons = " ".join(check["reasons"])
+    assert "psi(trip_distance)" in reasons and "psi(pickup_hour)" in reasons and "rmse=" in reasons
+    assert "psi(dropoff_zip)" not in reasons  # untouched inputs do not drift
+    psi = window_table(
+        metrics_frame(platform.read_table(tables("drifted").drift_metrics), GRANULARITY), "psi"
+    )
+    assert psi["trip_distance"].iloc[-1] > 0.5
+
+
+def test_the_drift_run_is_logged_in_the_training_experiment_with_its_plot(platform, monitored):
+    run_id = monitored["drifted"]["drift"]["mlflow_run_id"]
+    run = MlflowClient().get_run(run_id)
+    assert run.info.experiment_id == platform.experiment_id(EXPERIMENT)
+    assert run.data.tags["monitoring"] == "true"
+    assert run.data.metrics["psi_trip_distance"] > 0.5
+    assert FIGURE_PATH in [a.path for a in MlflowClient().list_artifacts(run_id, "monitoring")]
+    assert mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=FIGURE_PATH).endswith(".png")
+
+
+def test_a_rerun_unpacks_nothing_new_and_keeps_the_metrics(platform, monitored):
+    names = tables("clean")
+    before = platform.read_table(names.monitoring).count()
+    run_task(
+        platform,
+        monitor_unpack,
+        monitor_unpack.MonitorUnpackConfig,
+        "unpack",
+        payload_table=names.payload,
+        monitoring_table=names.monitoring,
+        ground_truth_table=names.ground_truth,
+    )
+    assert platform.task_values.get("unpack", "unpacked_requests") == 0
+    assert platform.read_table(names.monitoring).count() == before

@@ -1,0 +1,158 @@
+"""Unpacking payload rows on real local Spark: formats, errors, incremental runs, labels."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from mlops_template.features.columns import MODEL_INPUT_COLUMNS
+from mlops_template.monitoring.ground_truth import local_ground_truth_dir, read_labels, write_ground_truth
+from mlops_template.monitoring.simulate import FORMATS, request_body
+from mlops_template.monitoring.unpack import MONITORING_COLUMNS, unpack_into
+from mlops_template.platform import MissingTableError
+from mlops_template.serving.inference_table import PAYLOAD_DDL, InferenceRecord
+from mlops_template.tasks import monitor_unpack
+from mlops_template.tasks.common import build_config
+
+T0 = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)
+LATE = dt.timedelta(minutes=120)
+BIG_TRIP_ID = -8793004155013582123
+
+
+def trips(first_id: int, rows: int) -> pd.DataFrame:
+    values = {name: [float(i % 7 + 1) for i in range(rows)] for name in MODEL_INPUT_COLUMNS}
+    return pd.DataFrame({"trip_id": list(range(first_id, first_id + rows)), **values})
+
+
+def answered(
+    rows: pd.DataFrame, request_format: str, at: dt.datetime, served: str = "fare_model-3"
+) -> InferenceRecord:
+    predictions = [10.0 + i for i in range(len(rows))]
+    return InferenceRecord(
+        databricks_request_id=str(uuid.uuid4()),
+        client_request_id=f"client-{request_format}",
+        request_time=at,
+        status_code=200,
+        execution_duration_ms=12,
+        request=json.dumps(request_body(rows, request_format, f"client-{request_format}")),
+        response=json.dumps({"predictions": predictions}),
+        served_entity_id=served,
+        requester="local",
+    )
+
+
+def refused(body: str, at: dt.datetime, status: int = 400, code: str = "BAD_REQUEST") -> InferenceRecord:
+    return InferenceRecord(
+        databricks_request_id=str(uuid.uuid4()),
+        client_request_id=None,
+        request_time=at,
+        status_code=status,
+        execution_duration_ms=1,
+        request=body,
+        response=json.dumps({"error_code": code, "message": "refused"}),
+        served_entity_id="fare_model-3",
+        requester="local",
+    )
+
+
+@pytest.fixture
+def table() -> str:
+    return f"test.monitoring_unpack.t_{uuid.uuid4().hex[:8]}"
+
+
+def payload(spark, records: list[InferenceRecord]):
+    return spark.createDataFrame([record.as_row() for record in records], schema=PAYLOAD_DDL)
+
+
+def test_every_request_format_becomes_one_row_per_prediction(platform, spark, table):
+    sent = trips(BIG_TRIP_ID, 3)
+    records = [answered(sent, request_format, T0) for request_format in FORMATS]
+    result = unpack_into(platform, payload(spark, records), table, None, LATE)
+    rows = platform.read_table(table)
+    assert rows.columns == MONITORING_COLUMNS
+    assert (result.requests, result.rows, result.relabeled) == (4, 12, 0)
+    frame = rows.toPandas()
+    for request_format in FORMATS:
+        one = frame[frame["request_format"] == request_format].sort_values("row_index")
+        assert one["trip_id"].tolist() == sent["trip_id"].tolist()  # int64 ids survive exactly
+        assert one["prediction"].tolist() == [10.0, 11.0, 12.0]
+        assert one["trip_distance"].tolist() == sent["trip_distance"].tolist()
+        assert set(one["model_version"]) == {"3"}
+        assert set(one["status_code"]) == {200}
+
+
+def test_refused_requests_are_kept_with_status_and_error_code(platform, spark, table):
+    records = [
+        refused('{"dataframe_records": [{"trip_distance": "far"}]}', T0),
+        refused("{not json", T0),
+        refused('{"inputs": {}}', T0, status=500, code="INTERNAL_ERROR"),
+        answered(trips(1, 2), "dataframe_split", T0),
+    ]
+    unpack_into(platform, payload(spark, records), table, None, LATE)
+    errors = platform.read_table(table).where(F.col("status_code") != 200).toPandas()
+    kinds = zip(
+        errors["status_code"], errors["error_code"], errors["request_format"].fillna("-"), strict=True
+    )
+    assert sorted(kinds) == [
+        (400, "BAD_REQUEST", "-"),
+        (400, "BAD_REQUEST", "dataframe_records"),
+        (500, "INTERNAL_ERROR", "inputs"),
+    ]
+    assert set(errors["row_index"]) == {0}
+    assert errors[["trip_distance", "prediction", "trip_id"]].isna().all().all()
+
+
+def test_a_rerun_unpacks_only_new_requests(platform, spark, table):
+    first = [
+        answered(trips(1, 2), "instances", T0),
+        answered(trips(3, 1), "inputs", T0 + dt.timedelta(minutes=5)),
+    ]
+    assert unpack_into(platform, payload(spark, first), table, None, LATE).requests == 2
+    assert unpack_into(platform, payload(spark, first), table, None, LATE).requests == 0  # idempotent
+    late = answered(trips(10, 1), "dataframe_records", T0 - dt.timedelta(minutes=30))  # arrived after
+    too_late = answered(trips(20, 1), "dataframe_records", T0 - dt.timedelta(hours=3))
+    newer = answered(trips(30, 4), "dataframe_split", T0 + dt.timedelta(hours=1))
+    result = unpack_into(platform, payload(spark, [*first, late, too_late, newer]), table, None, LATE)
+    assert (result.requests, result.rows) == (2, 5)
+    rows = platform.read_table(table)
+    assert rows.count() == 3 + 5
+    assert rows.select("databricks_request_id", "row_index").distinct().count() == 8
+    assert rows.where(F.col("trip_id") == 20).count() == 0  # beyond the late-arrival margin
+
+
+def test_labels_join_now_and_later_from_the_ground_truth_files(platform, spark, table):
+    truth = table.replace(".t_", ".truth_")
+    directory = local_ground_truth_dir(platform.state_dir, truth)
+    write_ground_truth(directory, pd.DataFrame({"trip_id": [1, BIG_TRIP_ID], "fare_amount": [7.5, 30.0]}))
+    records = [answered(trips(1, 2), "instances", T0), answered(trips(BIG_TRIP_ID, 1), "inputs", T0)]
+    unpack_into(platform, payload(spark, records), table, read_labels(platform, truth), LATE)
+    labels = dict(platform.read_table(table).select("trip_id", "fare_amount").collect())
+    assert labels == {1: 7.5, 2: None, BIG_TRIP_ID: 30.0}
+    write_ground_truth(directory, pd.DataFrame({"trip_id": [2], "fare_amount": [12.0]}))
+    result = unpack_into(platform, payload(spark, records), table, read_labels(platform, truth), LATE)
+    assert (result.requests, result.relabeled) == (0, 1)
+    assert dict(platform.read_table(table).select("trip_id", "fare_amount").collect())[2] == 12.0
+    assert read_labels(platform, "test.monitoring_unpack.no_truth") is None
+
+
+def test_the_task_skips_disabled_inference_tables_and_names_a_missing_one(platform, table):
+    argv = [
+        f"--payload-table={table}_payload",
+        f"--monitoring-table={table}",
+        "--inference-table-enabled=false",
+    ]
+    platform.task_values.current_task = "unpack"
+    try:
+        monitor_unpack.run(platform, build_config(monitor_unpack.MonitorUnpackConfig, argv))
+        assert platform.task_values.get("unpack", "unpacked_requests") == 0
+        assert not platform.table_exists(table)
+        enabled = build_config(monitor_unpack.MonitorUnpackConfig, argv[:2])
+        with pytest.raises(MissingTableError, match="_payload does not exist.*inference tables on"):
+            monitor_unpack.run(platform, enabled)
+    finally:
+        platform.task_values.current_task = None
