@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from mlops_template.features.columns import MODEL_INPUT_COLUMNS
+from mlops_template.tasks.common import parse_json_object
 
 
 class ThresholdsError(ValueError):
@@ -48,12 +48,7 @@ class MonitoringThresholds(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> MonitoringThresholds:
         """Defaults overridden by a JSON object such as `{"psi": 0.1}`; "" means defaults."""
-        try:
-            overrides = json.loads(text or "{}")
-        except json.JSONDecodeError as error:
-            raise ThresholdsError(f"monitoring thresholds are not valid JSON: {error}") from None
-        if not isinstance(overrides, dict):
-            raise ThresholdsError(f"monitoring thresholds must be a JSON object, got {text!r}")
+        overrides = parse_json_object(text, "monitoring thresholds", ThresholdsError)
         try:
             return cls.model_validate(overrides)
         except ValidationError as error:

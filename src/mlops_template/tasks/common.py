@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -27,6 +28,17 @@ def _empty_is_none(value: Any) -> Any:
 
 # A timestamp parameter where "" (an unset job parameter) means unbounded.
 OptionalTimestamp = Annotated[dt.datetime | None, BeforeValidator(_empty_is_none)]
+
+
+def parse_json_object(text: str, what: str, error_type: type[Exception] = ValueError) -> dict[str, Any]:
+    """A JSON object given as a job parameter ("" means {}), or `error_type` naming `what` is wrong."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        raise error_type(f"{what} are not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise error_type(f"{what} must be a JSON object, got {text!r}")
+    return value
 
 
 class TaskArgumentError(ValueError):

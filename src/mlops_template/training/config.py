@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from mlops_template.tasks.common import parse_json_object
 
 
 class TrainingConfigError(ValueError):
@@ -46,13 +47,7 @@ class TrainingConfig(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> TrainingConfig:
         """Defaults overridden by a JSON object such as `{"n_estimators": 50}`."""
-        try:
-            overrides = json.loads(text or "{}")
-        except json.JSONDecodeError as error:
-            raise TrainingConfigError(f"training parameters are not valid JSON: {error}") from None
-        if not isinstance(overrides, dict):
-            raise TrainingConfigError(f"training parameters must be a JSON object, got {text!r}")
-        return cls.from_overrides(overrides)
+        return cls.from_overrides(parse_json_object(text, "training parameters", TrainingConfigError))
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any]) -> TrainingConfig:
