@@ -12,9 +12,13 @@ import pytest
 from mlops_template.serving.ab_model import challenger_rows, key_bucket
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs
-from mlops_template.serving.task import DeployConfig, run
-from mlops_template.tasks.common import build_config
-from test_serving_support import fare_inputs, invoke, records_body, register_fare_model, serving
+from test_serving_support import (
+    deploy_champion_and_challenger,
+    fare_inputs,
+    invoke,
+    records_body,
+    serving,
+)
 
 MODEL = "test.serving_ab.fare_model"
 ENDPOINT = "fares-ab"
@@ -40,11 +44,9 @@ def test_the_challenger_share_holds_over_many_keys_and_each_key_keeps_its_varian
 @pytest.fixture(scope="module")
 def ab_config(platform) -> EndpointConfig:
     """The deploy task run with sticky A/B on the local platform (registers `<model>_ab`, checks it)."""
-    platform.configure_mlflow()
-    register_fare_model(platform, MODEL, slope=2.0, aliases=("champion",))
-    register_fare_model(platform, MODEL, slope=3.0, aliases=("challenger",))
-    argv = [
-        f"--model-name={MODEL}",
+    deploy_champion_and_challenger(
+        platform,
+        MODEL,
         f"--endpoint-name={ENDPOINT}",
         "--catalog=test",
         "--schema=serving_ab",
@@ -53,8 +55,7 @@ def ab_config(platform) -> EndpointConfig:
         f"--ab-challenger-share={SHARE}",
         "--experiment-name=/serving-tests/ab",
         "--git-sha=abc",
-    ]
-    run(platform, build_config(DeployConfig, argv))
+    )
     [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
     return config
 

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from mlops_template.serving.cli import serve_command
 from mlops_template.serving.spec import endpoint_spec_path, load_endpoint_specs
-from mlops_template.serving.task import DeployConfig, run
+from mlops_template.serving.task import DeployConfig
 from mlops_template.tasks.common import TaskArgumentError, build_config
-from test_serving_support import fare_inputs, invoke, records_body, register_fare_model
+from test_serving_support import deploy_champion_and_challenger, fare_inputs, invoke, records_body
 
 MODEL = "test.serving_deploy.fare_model"
 ENDPOINT = "fares-dev"
@@ -28,19 +28,16 @@ SERVE = "import typer; from mlops_template.serving.cli import serve_command; typ
 
 @pytest.fixture(scope="module")
 def deployed(platform) -> None:
-    platform.configure_mlflow()
-    register_fare_model(platform, MODEL, slope=2.0, aliases=("champion",))
-    register_fare_model(platform, MODEL, slope=3.0, aliases=("challenger",))
-    argv = [
-        f"--model-name={MODEL}",
+    deploy_champion_and_challenger(
+        platform,
+        MODEL,
         f"--endpoint-name={ENDPOINT}",
         "--catalog=test",
         "--schema=serving_deploy",
         "--inference-table-enabled=true",
         "--challenger-traffic-percent=25",
         "--workload-size=Medium",
-    ]
-    run(platform, build_config(DeployConfig, argv))
+    )
 
 
 def test_the_spec_is_recorded_and_each_served_entity_answered_its_example(deployed, platform, spark):

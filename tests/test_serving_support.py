@@ -25,6 +25,8 @@ from mlops_template.serving.app import create_app
 from mlops_template.serving.endpoint import BatchSettings, Endpoint
 from mlops_template.serving.server import LocalServer
 from mlops_template.serving.spec import EndpointConfig
+from mlops_template.serving.task import DeployConfig, run
+from mlops_template.tasks.common import build_config
 
 _INTEGER_COLUMNS = {"pickup_zip", "dropoff_zip", "pickup_hour", "pickup_weekday", "dropoff_is_weekend"}
 
@@ -104,3 +106,11 @@ def invoke(
     if isinstance(body, bytes | str):
         return requests.post(url + path, data=body, timeout=60, **kwargs)
     return requests.post(url + path, json=body, timeout=60, **kwargs)
+
+
+def deploy_champion_and_challenger(platform: LocalPlatform, model: str, *arguments: str) -> None:
+    """Register two versions (champion slope 2, challenger slope 3), then run the deploy task."""
+    platform.configure_mlflow()
+    register_fare_model(platform, model, slope=2.0, aliases=("champion",))
+    register_fare_model(platform, model, slope=3.0, aliases=("challenger",))
+    run(platform, build_config(DeployConfig, [f"--model-name={model}", *arguments]))

@@ -90,13 +90,19 @@ _EXACT_FLOAT = 2**53  # pandas turns an integer column with gaps into float64
 # One request (pure Python)
 
 
-def parse_request(text: str | None) -> tuple[str | None, pd.DataFrame | None]:
-    """The request's format and its rows, or None for what cannot be read (never raises)."""
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object, or None when it is absent, not JSON or not an object."""
     try:
         payload = json.loads(text) if text is not None else None
     except ValueError:
-        return None, None
-    if not isinstance(payload, dict):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def parse_request(text: str | None) -> tuple[str | None, pd.DataFrame | None]:
+    """The request's format and its rows, or None for what cannot be read (never raises)."""
+    payload = _json_object(text)
+    if payload is None:
         return None, None
     formats = [key for key in payload if key in SUPPORTED_FORMATS]
     if len(formats) != 1:
@@ -125,11 +131,8 @@ def _scalar(value: Any) -> Any:
 
 def parse_response(text: str | None) -> tuple[list[dict[str, Any]] | None, str | None]:
     """The predictions (`prediction`, `variant`) of an answer, and the error code of a refusal."""
-    try:
-        payload = json.loads(text) if text is not None else None
-    except ValueError:
-        return None, None
-    if not isinstance(payload, dict):
+    payload = _json_object(text)
+    if payload is None:
         return None, None
     error_code = payload.get("error_code")
     predictions = payload.get("predictions")
