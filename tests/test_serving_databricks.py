@@ -26,11 +26,8 @@ from databricks.sdk.service.serving import (
 )
 
 from mlops_template.platform import DatabricksPlatform
-from mlops_template.serving.deploy import (
-    DatabricksEndpointDeployer,
-    EndpointDeploymentError,
-    LocalEndpointDeployer,
-)
+from mlops_template.serving.deploy import DatabricksEndpointDeployer, EndpointDeploymentError
+from mlops_template.serving.local_deploy import LocalEndpointDeployer
 from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endpoint_config
 
 MODEL = "prod.taxi.fare_model"

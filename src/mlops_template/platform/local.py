@@ -131,7 +131,7 @@ class LocalPlatform(Platform):
         return details["Location"], details["Provider"]
 
     def endpoint_deployer(self) -> EndpointDeployer:
-        from mlops_template.serving.deploy import LocalEndpointDeployer
+        from mlops_template.serving.local_deploy import LocalEndpointDeployer
 
         return LocalEndpointDeployer(self)
 
