@@ -6,12 +6,14 @@
 # MAGIC the cleaned trips the pipeline trains on, and the two feature tables.
 # MAGIC
 # MAGIC On Databricks: deploy the bundle first (`databricks bundle deploy -t dev`), then run this
-# MAGIC notebook from the bundle's files; the next cell installs the bundle's wheel. Locally:
-# MAGIC `make run`, then run the notebook with the local platform (`MLOPS_TARGET=dev`).
+# MAGIC notebook from the bundle's files; the next cell installs the wheel that deploy uploaded
+# MAGIC (`artifacts/.internal/`, the one the jobs run) and the notebook uses the target it was
+# MAGIC deployed with. Locally: `make run`, then run the notebook with the local platform
+# MAGIC (`MLOPS_TARGET=dev`).
 
 # COMMAND ----------
 
-# MAGIC %pip install ../dist/*.whl --quiet
+# MAGIC %pip install ../../artifacts/.internal/*.whl --quiet
 
 # COMMAND ----------
 

@@ -8,7 +8,7 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install ../dist/*.whl --quiet
+# MAGIC %pip install ../../artifacts/.internal/*.whl --quiet
 
 # COMMAND ----------
 

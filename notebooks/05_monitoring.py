@@ -10,7 +10,7 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install ../dist/*.whl --quiet
+# MAGIC %pip install ../../artifacts/.internal/*.whl --quiet
 
 # COMMAND ----------
 

@@ -14,7 +14,7 @@ from mlops_template.features.columns import MODEL_INPUT_COLUMNS
 from mlops_template.features.lookups import build_feature_set
 from mlops_template.platform import LocalPlatform, MissingTableError
 from mlops_template.registry.versions import promote, register_challenger
-from mlops_template.scoring.batch import NoModelVersionError, check_scoring_input
+from mlops_template.scoring.batch import NoModelVersionError, check_scoring_input, resolve_alias
 from mlops_template.tasks import batch_score, features, prepare_data
 from mlops_template.tasks.common import build_config
 from mlops_template.training.config import TrainingConfig
@@ -34,11 +34,7 @@ TABLES = {
 def run_task(platform: LocalPlatform, task, config_type, **arguments: str) -> None:
     """Run a task module's `run` with arguments given as the job passes them."""
     config = build_config(config_type, [f"--{k.replace('_', '-')}={v}" for k, v in arguments.items()])
-    platform.task_values.current_task = task.__name__.rsplit(".", 1)[-1]
-    try:
-        task.run(platform, config)
-    finally:
-        platform.task_values.current_task = None
+    task.run(platform, config)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +100,6 @@ def test_spark_predictions_equal_in_process_predict_of_the_champion(platform, ta
     expected = mlflow.pyfunc.load_model(f"models:/{model_name}/1").predict(frame[MODEL_INPUT_COLUMNS])
     actual = predictions.loc[frame["trip_id"], "prediction"].to_numpy()
     np.testing.assert_allclose(actual, np.asarray(expected, dtype=float), rtol=1e-6)
-    assert platform.task_values.get("batch_score", "scored_model_version") == 1
 
 
 def test_rescoring_after_a_promotion_replaces_rows_without_duplicates(platform, tables, model_name):
@@ -137,7 +132,17 @@ def test_a_window_scores_only_its_trips_and_keeps_the_others(platform, tables, m
 def test_no_champion_says_to_run_the_pipeline_first(platform, tables):
     platform.configure_mlflow()
     with pytest.raises(NoModelVersionError, match="no version with alias 'champion'.*run the pipeline job"):
-        score(platform, tables, "test.scoring_none.fare_model")
+        resolve_alias("test.scoring_none.fare_model", "champion")
+
+
+def test_the_task_without_a_champion_scores_nothing_says_why_and_succeeds(platform, tables, caplog):
+    """Issue 11 §1.7: a first run whose challenger is rejected has no champion; batch_score must not fail."""
+    platform.configure_mlflow()
+    empty = {**tables, "predictions": f"{SCHEMA}.predictions_without_champion"}
+    with caplog.at_level("WARNING", logger="mlops_template.tasks.batch_score"):
+        score(platform, empty, "test.scoring_none.fare_model")
+    assert "nothing scored" in caplog.text and "no version with alias 'champion'" in caplog.text
+    assert not platform.table_exists(empty["predictions"])
 
 
 def test_missing_feature_table_says_to_run_the_feature_job(platform, tables, model_name):

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_template.bundle.loader import BundleError, current_user, find_bundle_root, load_bundle
+from mlops_template.bundle import loader
+from mlops_template.bundle.loader import (
+    BundleError,
+    current_user,
+    find_bundle_root,
+    load_bundle,
+    short_name_of,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +96,8 @@ def test_real_bundle_variables_per_target(target: str, catalog: str, inference: 
     assert bundle.variables["catalog"] == catalog
     assert bundle.variables["inference_table_enabled"] == inference
     assert bundle.variables["schedule_pause_status"] == pause
-    assert bundle.variables["endpoint_name"] == f"taxi-fare-{target}"
+    endpoint = f"taxi-fare-dev-{current_user()[1]}" if target == "dev" else f"taxi-fare-{target}"
+    assert bundle.variables["endpoint_name"] == endpoint
     assert bundle.resources["jobs"]["pipeline"]["schedule"]["pause_status"] == pause
     assert bundle.resources["schemas"]["pipeline_schema"]["catalog_name"] == catalog
 
@@ -125,8 +133,9 @@ def test_workspace_paths() -> None:
     dev = load_bundle(PROJECT_ROOT, "dev")
     staging = load_bundle(PROJECT_ROOT, "staging")
     assert dev.workspace["root_path"] == f"/Workspace/Users/{user_name}/.bundle/mlops_template/dev"
-    assert staging.workspace["root_path"] == "/Workspace/Shared/.bundle/mlops_template/staging"
-    assert staging.workspace["file_path"] == "/Workspace/Shared/.bundle/mlops_template/staging/files"
+    # staging deploys into the principal's home folder (the deploying identity by default).
+    assert staging.workspace["root_path"] == f"/Workspace/Users/{user_name}/.bundle/mlops_template/staging"
+    assert staging.workspace["file_path"] == f"{staging.workspace['root_path']}/files"
     assert dev.variables["experiment_name"] == f"/Users/{user_name}/mlops_template-dev"
 
 
@@ -413,3 +422,132 @@ def test_no_targets_means_target_default(tmp_path: Path) -> None:
     write_bundle(tmp_path, {"databricks.yml": "bundle:\n  name: solo\n"})
     bundle = load_bundle(tmp_path)
     assert (bundle.target, bundle.mode, bundle.resources) == ("default", None, {})
+
+
+# --- identity, permissions, per-user names (issue 11) -------------------------------------------
+
+# The characters Model Serving accepts in an endpoint name (databricks-sdk serving.py,
+# CreateServingEndpoint.name: "alphanumeric characters, dashes, and underscores"), at most 63.
+ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+@pytest.mark.parametrize(
+    ("user_name", "short_name"),
+    [
+        ("jane.doe@example.com", "jane_doe"),
+        ("Jane--Doe+ml@example.com", "jane_doe_ml"),
+        ("__x..y__", "x_y"),
+        ("zoë.müller@example.com", "zoë_müller"),
+    ],
+)
+def test_short_name_is_the_clis(user_name: str, short_name: str) -> None:
+    """libs/iamutil/user.go GetShortUserName + libs/textutil NormalizeString (databricks/cli): the part
+    before '@', lower case, each run of non-letters/digits one '_', trimmed; letters stay Unicode."""
+    assert short_name_of(user_name) == short_name
+
+
+@pytest.mark.parametrize("user_name", ["jane.doe@example.com", "a-very-long.first.and.last-name@example.com"])
+def test_dev_endpoint_is_per_user_and_a_valid_endpoint_name(
+    monkeypatch: pytest.MonkeyPatch, user_name: str
+) -> None:
+    """Development mode prefixes bundle resources per user, but the endpoint is created by a task:
+    its dev name carries ${workspace.current_user.short_name}, so two developers never share it."""
+    monkeypatch.setattr(loader, "current_user_name", lambda: user_name)
+    endpoint = load_bundle(PROJECT_ROOT, "dev").variables["endpoint_name"]
+    assert endpoint == f"taxi-fare-dev-{short_name_of(user_name)}"
+    assert ENDPOINT_NAME.fullmatch(endpoint), endpoint
+    monkeypatch.setattr(loader, "current_user_name", lambda: "someone.else@example.com")
+    assert load_bundle(PROJECT_ROOT, "dev").variables["endpoint_name"] != endpoint
+
+
+def test_dev_names_the_tasks_create_are_per_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything the tasks create outside bundle resources: endpoint (per-user name), experiment
+    (user's home), models, feature and inference tables (the per-user schema resource)."""
+    names = {}
+    for user in ("ann@example.com", "bob@example.com"):
+        monkeypatch.setattr(loader, "current_user_name", lambda user=user: user)
+        bundle = load_bundle(PROJECT_ROOT, "dev")
+        names[user] = {
+            "endpoint": bundle.variables["endpoint_name"],
+            "experiment": bundle.variables["experiment_name"],
+            "schema": bundle.resources["schemas"]["pipeline_schema"]["name"],
+        }
+    for key in ("endpoint", "experiment", "schema"):
+        assert names["ann@example.com"][key] != names["bob@example.com"][key], key
+
+
+@pytest.mark.parametrize("target", ["staging", "prod"])
+def test_production_runs_as_the_principal_with_group_permissions(target: str) -> None:
+    """run_as (bundle/config/mutator/resourcemutator/run_as.go: copied onto every job without one) and
+    top-level permissions (apply_bundle_permissions.go: CAN_RUN becomes CAN_MANAGE_RUN on jobs)."""
+    bundle = load_bundle(
+        PROJECT_ROOT,
+        target,
+        {
+            "service_principal_id": current_user()[0],
+            "viewers_group": "ml-readers",
+            "operators_group": "ml-ops",
+        },
+    )
+    principal = {"service_principal_name": current_user()[0]}
+    assert bundle.run_as == principal
+    for job in bundle.resources["jobs"].values():
+        assert job["run_as"] == principal
+        assert {"group_name": "ml-readers", "level": "CAN_VIEW"} in job["permissions"]
+        assert {"group_name": "ml-ops", "level": "CAN_MANAGE_RUN"} in job["permissions"]
+    root = bundle.workspace["root_path"]
+    assert root == f"/Workspace/Users/{current_user()[0]}/.bundle/mlops_template/{target}"
+    assert not root.startswith("/Workspace/Shared")  # every workspace user can write there
+
+
+def test_dev_runs_as_the_developer_without_extra_permissions() -> None:
+    bundle = load_bundle(PROJECT_ROOT, "dev")
+    assert bundle.run_as is None
+    assert all("run_as" not in job and "permissions" not in job for job in bundle.resources["jobs"].values())
+
+
+def identity_bundle(tmp_path: Path, principal: str, level: str = "CAN_VIEW", monitor: bool = False) -> Path:
+    """A minimal bundle whose prod target runs as `principal` and grants `level` to a group."""
+    root = tmp_path / f"identity-{principal or 'none'}-{level}-{monitor}"
+    config = MINIMAL.replace(
+        "variables:\n",
+        f"variables:\n  principal:\n    default: '{principal}'\n  level:\n    default: {level}\n",
+    )
+    config += (
+        "run_as:\n  service_principal_name: ${var.principal}\n"
+        "permissions:\n  - level: ${var.level}\n    group_name: readers\n"
+    )
+    resources = "resources:\n  jobs:\n    job:\n      name: j\n"
+    if monitor:
+        resources += "  quality_monitors:\n    m:\n      table_name: a.b.c\n"
+    root.mkdir()
+    return write_bundle(root, {"databricks.yml": config, "resources/r.yml": resources})
+
+
+def test_run_as_without_identity_is_refused(tmp_path: Path) -> None:
+    """run_as.go: "run_as section must specify exactly one identity"."""
+    with pytest.raises(BundleError, match="run_as section must specify exactly one identity"):
+        load_bundle(identity_bundle(tmp_path, ""), "prod")
+
+
+def test_permission_level_outside_the_bundle_levels_is_refused(tmp_path: Path) -> None:
+    """apply_bundle_permissions.go validatePermissions: only CAN_MANAGE, CAN_VIEW, CAN_RUN."""
+    with pytest.raises(BundleError, match="invalid permission level: CAN_MANAGE_RUN"):
+        load_bundle(identity_bundle(tmp_path, current_user()[0], "CAN_MANAGE_RUN"), "prod")
+
+
+def test_quality_monitor_with_another_run_as_identity_is_refused(tmp_path: Path) -> None:
+    """run_as.go: quality monitors (and serving endpoints, apps) cannot be deployed with a run_as
+    identity other than the deploying one: production is deployed by the principal itself."""
+    with pytest.raises(BundleError, match="quality_monitors do not support a setting a run_as user"):
+        load_bundle(identity_bundle(tmp_path, "another-principal", monitor=True), "prod")
+    assert load_bundle(identity_bundle(tmp_path, current_user()[0], monitor=True), "prod").run_as
+
+
+def test_the_wheel_artifact_uses_a_dynamic_version() -> None:
+    """bundle/artifacts/build.go: with dynamic_version the CLI uploads the wheel patched to
+    <version>+<timestamp>, so a redeploy never installs a cached wheel of the same version."""
+    for target in ("dev", "staging", "prod"):
+        artifact = load_bundle(PROJECT_ROOT, target).artifacts["python_artifact"]
+        assert artifact["type"] == "whl"
+        assert artifact["dynamic_version"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -221,3 +222,61 @@ def test_translate_regex_handles_unicode_classes() -> None:
     assert re.fullmatch(pattern, "${var.größe}")
     assert not re.fullmatch(pattern, "${var.2x}")
     assert not re.search(pattern, "${var." + "a" * 5000 + "!")  # no catastrophic backtracking
+
+
+# --- `mlops bundle validate -o json` ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["dev", "staging", "prod"])
+def test_validate_json_prints_the_resolved_bundle_like_the_cli(target: str) -> None:
+    """cmd/bundle/validate.go renderJsonOutput (databricks/cli): the typed configuration after
+    initialize, e.g. acceptance/bundle/templates/default-python/integration_classic/out.validate.dev.json:
+    top-level bundle, variables (with value), artifacts, resources, workspace, sync, and, when set,
+    presets, run_as, permissions; no targets."""
+    from databricks.bundles.jobs import Job
+    from typer.testing import CliRunner
+
+    from mlops_template.cli import app
+
+    result = CliRunner().invoke(
+        app, ["bundle", "validate", "-t", target, "-o", "json", "--var", "catalog=from_cli"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert {"bundle", "variables", "artifacts", "resources", "workspace", "sync"} <= set(document)
+    assert "targets" not in document
+    assert document["bundle"]["name"] == "mlops_template"
+    assert document["bundle"]["target"] == target
+    assert document["bundle"]["mode"] == ("development" if target == "dev" else "production")
+    catalog = document["variables"]["catalog"]
+    assert catalog["value"] == "from_cli" and catalog["default"] == {"dev": "workspace"}.get(target, target)
+    assert all("value" in spec for spec in document["variables"].values())
+    assert document["artifacts"]["python_artifact"]["dynamic_version"] is True
+    assert document["artifacts"]["python_artifact"]["files"][0]["source"].endswith("/dist/*.whl")
+    assert document["workspace"]["file_path"] == document["workspace"]["root_path"] + "/files"
+    assert document["sync"]["paths"] == ["."]
+    assert ("run_as" in document) == (target != "dev")
+    assert ("permissions" in document) == (target != "dev")
+    jobs = document["resources"]["jobs"]
+    assert "${" not in json.dumps(jobs).replace("${resources.jobs.pipeline.id}", "")
+    retrain = next(t for t in jobs["monitoring"]["tasks"] if "run_job_task" in t)
+    assert retrain["run_job_task"]["job_id"] == "${resources.jobs.pipeline.id}"  # known at deploy time
+    for key, job in jobs.items():
+        retrain_free = json.loads(json.dumps(job).replace('"${resources.jobs.pipeline.id}"', "0"))
+        parsed = Job.from_dict(retrain_free)
+        assert parsed.name == job["name"], key
+        assert any("from_cli." in json.dumps(t) for t in job["tasks"]), key
+
+
+def test_validate_json_refuses_what_text_refuses(
+    broken_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlops_template.cli import app
+
+    edit_yaml(broken_bundle / JOB_FILE, lambda d: first_task(d).update(task_kee="x"))
+    monkeypatch.chdir(broken_bundle)
+    result = CliRunner().invoke(app, ["bundle", "validate", "-o", "json"])
+    assert result.exit_code == 2
+    assert not result.stdout.lstrip().startswith("{")

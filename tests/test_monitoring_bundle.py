@@ -1,4 +1,4 @@
-"""The monitoring job and the quality monitor in the bundle: schema, per-target switch, task wiring."""
+"""The monitoring job and its quality monitor task in the bundle: schema, per-target switch, wiring."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_template.bundle.loader import BundleError, load_bundle, read_config
+from mlops_template.bundle.loader import load_bundle, read_config
 from mlops_template.bundle.runner import check_job, load_entry_point
 from mlops_template.bundle.validate import (
     SCHEMA_ENV,
-    check_against_schema,
     check_config,
     load_schema,
-    validate_bundle,
 )
-from mlops_template.tasks import monitor_check, monitor_drift, monitor_unpack
-from mlops_template.tasks.common import build_config
+from mlops_template.tasks import monitor_check, monitor_drift, monitor_unpack, quality_monitor
+from mlops_template.tasks.common import TaskArgumentError, build_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = (PROJECT_ROOT / ".." / "shared" / "reference" / "bundle-jsonschema.json").resolve()
@@ -28,6 +26,7 @@ CONFIGS = {
     "mlops-monitor-unpack": monitor_unpack.MonitorUnpackConfig,
     "mlops-monitor-drift": monitor_drift.MonitorDriftConfig,
     "mlops-monitor-check": monitor_check.MonitorCheckConfig,
+    "mlops-quality-monitor": quality_monitor.QualityMonitorConfig,
 }
 RUNTIME_VALUES = {
     "job.run_id": "7",
@@ -48,44 +47,48 @@ def test_the_whole_configuration_passes_the_cli_json_schema() -> None:
     check_config(read_config(PROJECT_ROOT), load_schema(SCHEMA))
 
 
-@needs_schema
-@pytest.mark.parametrize("target, deployed", [("dev", False), ("staging", True), ("prod", True)])
-def test_the_quality_monitor_exists_in_staging_and_prod_only(target: str, deployed: bool) -> None:
+def _quality_monitor_config(target: str) -> quality_monitor.QualityMonitorConfig:
+    job = load_bundle(PROJECT_ROOT, target).job("monitoring")
+    [task] = [task for task in job["tasks"] if task["task_key"] == "quality_monitor"]
+    return build_config(quality_monitor.QualityMonitorConfig, task["python_wheel_task"]["parameters"])
+
+
+@pytest.mark.parametrize("target, enabled", [("dev", False), ("staging", True), ("prod", True)])
+def test_the_quality_monitor_is_a_task_on_in_staging_and_prod_only(target: str, enabled: bool) -> None:
+    """No `quality_monitors` resource: it needs the monitoring table at `bundle deploy`, which only
+    the job's unpack task creates (a first deploy to an empty workspace would fail)."""
     bundle = load_bundle(PROJECT_ROOT, target)
-    monitors = bundle.resources.get("quality_monitors", {})
-    assert bool(monitors) == deployed
-    if not deployed:
-        return
-    monitor = monitors["fare_monitor"]
-    check_against_schema(load_schema(SCHEMA), {"resources": {"quality_monitors": monitors}}, lambda _p: None)
+    assert "quality_monitors" not in bundle.resources
+    config = _quality_monitor_config(target)
+    assert config.enabled is enabled
     schema = bundle.resources["schemas"]["pipeline_schema"]["name"]
     prefix = bundle.variables["inference_table_prefix"]
-    assert monitor["table_name"] == f"{target}.{schema}.{prefix}_monitoring"
-    assert monitor["output_schema_name"] == f"{target}.{schema}"
-    assert monitor["inference_log"] | {"granularities": None} == {
+    spec = config.spec()
+    assert spec.table_name == f"{bundle.variables['catalog']}.{schema}.{prefix}_monitoring"
+    assert spec.output_schema_name == f"{bundle.variables['catalog']}.{schema}"
+    assert spec.inference_log.model_dump() == {
         "problem_type": "PROBLEM_TYPE_REGRESSION",
         "timestamp_col": "request_time",
-        "model_id_col": "served_entity_id",
+        "model_id_col": "model_version",
         "prediction_col": "prediction",
         "label_col": "fare_amount",
-        "granularities": None,
+        "granularities": ["1 hour", "1 day"],
     }
-    assert ("schedule" in monitor) == (target == "prod")
+    assert spec.slicing_exprs == ["request_format", "variant"]
+    assert bool(spec.schedule_cron) == (target == "prod")
 
 
-@needs_schema
-def test_a_broken_monitor_is_rejected_naming_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_monitor_setting_is_rejected_naming_its_parameter(tmp_path: Path) -> None:
     root = tmp_path / "bundle"
     root.mkdir()
     shutil.copy(PROJECT_ROOT / "databricks.yml", root)
     shutil.copytree(PROJECT_ROOT / "resources", root / "resources")
-    (root / "resources" / "monitoring.job.yml").unlink()  # checked on its own below
-    monkeypatch.setenv(SCHEMA_ENV, str(SCHEMA))
-    assert validate_bundle(root, "prod").resources["quality_monitors"]
-    monitor_file = root / "resources" / "quality_monitor.yml"
-    monitor_file.write_text(monitor_file.read_text().replace("PROBLEM_TYPE_REGRESSION", "REGRESSION"))
-    with pytest.raises(BundleError, match=r"quality_monitors\.fare_monitor\.inference_log\.problem_type"):
-        validate_bundle(root, "staging")
+    job_file = root / "resources" / "monitoring.job.yml"
+    job_file.write_text(job_file.read_text().replace("PROBLEM_TYPE_REGRESSION", "REGRESSION"))
+    tasks = load_bundle(root, "prod").job("monitoring")["tasks"]
+    [task] = [t for t in tasks if t["task_key"] == "quality_monitor"]
+    with pytest.raises(TaskArgumentError, match=r"--problem-type"):
+        build_config(quality_monitor.QualityMonitorConfig, task["python_wheel_task"]["parameters"])
 
 
 def _runtime(value: str) -> str:
@@ -97,7 +100,8 @@ def test_the_monitoring_job_runs_locally_with_parameters_its_tasks_accept(target
     job: dict[str, Any] = load_bundle(PROJECT_ROOT, target).job("monitoring")
     check_job("monitoring", job)
     tasks = {task["task_key"]: task for task in job["tasks"]}
-    assert list(tasks) == ["unpack", "drift", "check", "retrain_gate", "retrain"]
+    assert list(tasks) == ["unpack", "quality_monitor", "drift", "check", "retrain_gate", "retrain"]
+    assert tasks["quality_monitor"]["depends_on"] == [{"task_key": "unpack"}]
     for task in tasks.values():
         if "python_wheel_task" in task:
             spec = task["python_wheel_task"]

@@ -1,4 +1,5 @@
-"""Unpacking payload rows on real local Spark: formats, errors, incremental runs, labels."""
+"""Unpacking payload rows on real local Spark: formats, errors, incremental runs, labels, and the model
+version of each row from `system.serving.served_entities`."""
 
 from __future__ import annotations
 
@@ -16,12 +17,41 @@ from mlops_template.monitoring.simulate import FORMATS, request_body
 from mlops_template.monitoring.unpack import MONITORING_COLUMNS, unpack_into
 from mlops_template.platform import MissingTableError
 from mlops_template.serving.inference_table import PAYLOAD_DDL, InferenceRecord
+from mlops_template.serving.local_deploy import record_served_entities
+from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE, served_entity_id
+from mlops_template.serving.spec import InferenceTableSpec, endpoint_config
 from mlops_template.tasks import monitor_unpack
 from mlops_template.tasks.common import build_config
 
 T0 = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)
 LATE = dt.timedelta(minutes=120)
 BIG_TRIP_ID = -8793004155013582123
+ENDPOINT = "unpack-fares"
+
+
+def _config(champion: str, challenger: str | None = None):
+    return endpoint_config(
+        endpoint_name=ENDPOINT,
+        model_name="test.monitoring_unpack.fare_model",
+        champion_version=champion,
+        challenger_version=challenger,
+        challenger_traffic_percent=20 if challenger else 0,
+        workload_size="Small",
+        scale_to_zero=True,
+        inference_table=InferenceTableSpec(
+            enabled=True, catalog_name="test", schema_name="monitoring_unpack", table_name_prefix="fares"
+        ),
+        git_sha="test",
+    )
+
+
+CHAMPION_3, CHALLENGER_7 = (served_entity_id(ENDPOINT, e) for e in _config("3", "7").served_entities)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def served_entities(platform) -> None:
+    """The served entities of versions 3 and 7 in the local system table, as the deployer records them."""
+    record_served_entities(platform, _config("3", "7"))
 
 
 def trips(first_id: int, rows: int) -> pd.DataFrame:
@@ -30,7 +60,7 @@ def trips(first_id: int, rows: int) -> pd.DataFrame:
 
 
 def answered(
-    rows: pd.DataFrame, request_format: str, at: dt.datetime, served: str = "fare_model-3"
+    rows: pd.DataFrame, request_format: str, at: dt.datetime, served: str = CHAMPION_3
 ) -> InferenceRecord:
     predictions = [10.0 + i for i in range(len(rows))]
     return InferenceRecord(
@@ -55,7 +85,7 @@ def refused(body: str, at: dt.datetime, status: int = 400, code: str = "BAD_REQU
         execution_duration_ms=1,
         request=body,
         response=json.dumps({"error_code": code, "message": "refused"}),
-        served_entity_id="fare_model-3",
+        served_entity_id=CHAMPION_3,
         requester="local",
     )
 
@@ -84,6 +114,27 @@ def test_every_request_format_becomes_one_row_per_prediction(platform, spark, ta
         assert one["trip_distance"].tolist() == sent["trip_distance"].tolist()
         assert set(one["model_version"]) == {"3"}
         assert set(one["status_code"]) == {200}
+
+
+def test_the_model_version_comes_from_the_served_entities_table(platform, spark, table):
+    """Databricks logs an opaque `served_entity_id`, "the unique ID of the served entity", and
+    `system.serving.served_entities` (one row per served entity and configuration change) names its
+    `entity_name` and `entity_version` (https://docs.databricks.com/aws/en/ai-gateway/inference-tables);
+    the version is read from that join on both platforms, never parsed out of the id."""
+    record_served_entities(platform, _config("3", "7"))  # recording again adds no row
+    entities = platform.read_table(SERVED_ENTITIES_TABLE).where(F.col("endpoint_name") == ENDPOINT)
+    assert sorted((r.served_entity_name, r.entity_version) for r in entities.collect()) == [
+        ("fare_model-3", "3"),
+        ("fare_model-7", "7"),
+    ]
+    records = [
+        answered(trips(1, 2), "dataframe_records", T0, served=CHAMPION_3),
+        answered(trips(3, 1), "inputs", T0, served=CHALLENGER_7),
+        answered(trips(4, 1), "instances", T0, served="0" * 32),  # an id no deployment recorded
+    ]
+    unpack_into(platform, payload(spark, records), table, None, LATE)
+    versions = dict(platform.read_table(table).select("trip_id", "model_version").collect())
+    assert versions == {1: "3", 2: "3", 3: "7", 4: None}
 
 
 def test_refused_requests_are_kept_with_status_and_error_code(platform, spark, table):
@@ -146,13 +197,8 @@ def test_the_task_skips_disabled_inference_tables_and_names_a_missing_one(platfo
         f"--monitoring-table={table}",
         "--inference-table-enabled=false",
     ]
-    platform.task_values.current_task = "unpack"
-    try:
-        monitor_unpack.run(platform, build_config(monitor_unpack.MonitorUnpackConfig, argv))
-        assert platform.task_values.get("unpack", "unpacked_requests") == 0
-        assert not platform.table_exists(table)
-        enabled = build_config(monitor_unpack.MonitorUnpackConfig, argv[:2])
-        with pytest.raises(MissingTableError, match="_payload does not exist.*inference tables on"):
-            monitor_unpack.run(platform, enabled)
-    finally:
-        platform.task_values.current_task = None
+    monitor_unpack.run(platform, build_config(monitor_unpack.MonitorUnpackConfig, argv))
+    assert not platform.table_exists(table)
+    enabled = build_config(monitor_unpack.MonitorUnpackConfig, argv[:2])
+    with pytest.raises(MissingTableError, match="_payload does not exist.*inference tables on"):
+        monitor_unpack.run(platform, enabled)

@@ -33,6 +33,21 @@ def test_tables_round_trip_under_their_unity_catalog_names(platform, spark):
     assert (platform.state_dir / "warehouse" / "cat__sch.db" / "things").is_dir()
 
 
+def test_merge_matches_null_keys_as_databricks_merge_does(platform, spark):
+    """Keys match null-safely, as `MERGE ... ON t.k <=> s.k` (platform/databricks.py) does on
+    Databricks: merging a row whose key is null replaces the row with that null key instead of
+    adding a second one (https://docs.databricks.com/sql/language-manual/functions/lteqgtsign.html)."""
+    schema = "zone string, hour int, fare double"
+    name = "cat.sch.merged_with_null_keys"
+    first = [("a", 1, 1.0), (None, 1, 2.0), ("b", None, 3.0), (None, None, 4.0)]
+    platform.merge_table(spark.createDataFrame(first, schema), name, ["zone", "hour"])
+    again = [(None, 1, 20.0), ("b", None, 30.0), (None, None, 40.0), ("c", 2, 5.0)]
+    platform.merge_table(spark.createDataFrame(again, schema), name, ["zone", "hour"])
+    rows = {(row.zone, row.hour): row.fare for row in platform.read_table(name).collect()}
+    assert platform.read_table(name).count() == len(rows) == 5
+    assert rows == {("a", 1): 1.0, (None, 1): 20.0, ("b", None): 30.0, (None, None): 40.0, ("c", 2): 5.0}
+
+
 def test_missing_table_error_says_what_to_run(platform):
     with pytest.raises(MissingTableError, match="cat.sch.nothing does not exist.*Run job pipeline first"):
         platform.read_table("cat.sch.nothing", produced_by="job pipeline")
@@ -55,7 +70,8 @@ def test_mlflow_uses_the_sqlite_store_and_artifacts_in_the_state(platform):
 
     experiment_id = platform.experiment_id("/Users/someone/exp")
     assert mlflow.get_tracking_uri() == f"sqlite:///{platform.state_dir / 'mlflow.db'}"
-    assert mlflow.get_registry_uri() == mlflow.get_tracking_uri()
+    # The registry is the same database through the Unity Catalog-strict store (test_uc_registry.py).
+    assert mlflow.get_registry_uri() == f"local-uc:///{platform.state_dir / 'mlflow.db'}"
     location = mlflow.get_experiment(experiment_id).artifact_location
     assert location.startswith((platform.state_dir / "artifacts").as_uri())
     assert platform.experiment_id("/Users/someone/exp") == experiment_id

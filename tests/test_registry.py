@@ -173,10 +173,12 @@ def test_gate_on_a_missing_version_is_a_clear_error(name: str, good: TrainingRun
         validate_challenger(name, 9, frame, LOOSE)
 
 
-def test_validate_task_on_missing_tables_is_a_clear_error(platform: LocalPlatform, name: str) -> None:
+def test_validate_task_on_missing_tables_is_a_clear_error(
+    platform: LocalPlatform, name: str, good: TrainingRun
+) -> None:
+    register_challenger(name, good)
     config = validate_model.ValidateModelConfig(
         model_name=name,
-        model_version=1,
         trips_table="test.nowhere.trips_clean",
         pickup_features_table="test.nowhere.pickup_features",
         dropoff_features_table="test.nowhere.dropoff_features",
@@ -205,7 +207,7 @@ def test_status_lists_versions_with_aliases_metrics_and_gate_outcome(
     assert newest.run_id == worse.run_id
 
 
-def test_train_and_validate_tasks_publish_task_values(platform: LocalPlatform) -> None:
+def test_train_and_validate_tasks_move_the_aliases(platform: LocalPlatform) -> None:
     schema = f"test.tasks_{uuid.uuid4().hex[:8]}"
     tables = {
         "trips_table": f"{schema}.trips_clean",
@@ -213,7 +215,6 @@ def test_train_and_validate_tasks_publish_task_values(platform: LocalPlatform) -
         "dropoff_features_table": f"{schema}.dropoff_features",
     }
     model_name = f"{schema}.fare_model"
-    values = platform.task_values
     steps = [
         (
             "prepare_data",
@@ -239,18 +240,12 @@ def test_train_and_validate_tasks_publish_task_values(platform: LocalPlatform) -
             "validate",
             validate_model.run,
             validate_model.ValidateModelConfig,
-            {**tables, "model_name": model_name, "model_version": "1"},
+            {**tables, "model_name": model_name},
         ),
     ]
-    try:
-        for key, run_task, config_type, parameters in steps:
-            values.current_task = key
-            run_task(platform, config_type.model_validate(parameters))
-    finally:
-        values.current_task = None
+    for _, run_task, config_type, parameters in steps:
+        run_task(platform, config_type.model_validate(parameters))
 
-    assert values.of_task("train") == {"model_version": 1}
-    assert values.of_task("validate") == {"promoted": "true", "champion_version": 1}
     assert get_aliases(model_name) == {CHALLENGER: 1, CHAMPION: 1}
     run = MlflowClient().get_run(model_status(model_name)[0].run_id)
     assert run.data.tags["job_run_id"] == "7"

@@ -100,3 +100,19 @@ def test_a_misspelled_cli_option_is_caught():
         check_mlops_command(["run", "pipeline", "--targte", "dev"])
     with pytest.raises(AssertionError, match="No such command"):
         check_mlops_command(["bundel", "validate"])
+
+
+def test_production_deploys_run_as_the_deploying_principal():
+    """run_as.go (databricks/cli): resources such as quality monitors and serving endpoints refuse a
+    run_as identity other than the deploying one, and databricks.yml puts staging/prod in the
+    principal's home folder: every workflow that touches staging or prod deploys as the principal
+    (its OAuth client) and names that same principal as `service_principal_id`."""
+    for path in WORKFLOWS:
+        workflow = yaml.safe_load(path.read_text())
+        for job in workflow["jobs"].values():
+            commands = " ".join(step.get("run", "") for step in job["steps"])
+            if not re.search(r"databricks bundle \w+ .*-t (staging|prod)", commands):
+                continue
+            env = job.get("env", {})
+            assert env.get("DATABRICKS_CLIENT_ID") == "${{ secrets.DATABRICKS_CLIENT_ID }}", path.name
+            assert env.get("BUNDLE_VAR_service_principal_id") == env["DATABRICKS_CLIENT_ID"], path.name

@@ -8,15 +8,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities.model_registry import ModelVersionSearch
 
 from mlops_template.serving.ab_model import challenger_rows, key_bucket
 from mlops_template.serving.ab_registry import register_ab_model
+from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs
+from mlops_template.serving.task import DeployConfig, run
+from mlops_template.tasks.common import build_config
 from test_serving_support import (
     deploy_champion_and_challenger,
     fare_inputs,
     invoke,
     records_body,
+    register_fare_model,
     serving,
 )
 
@@ -41,23 +46,28 @@ def test_the_challenger_share_holds_over_many_keys_and_each_key_keeps_its_varian
     assert not challenger_rows(pd.Series([None, np.nan]), 0.99).any()
 
 
+DEPLOY_ARGUMENTS = (
+    f"--endpoint-name={ENDPOINT}",
+    "--catalog=test",
+    "--schema=serving_ab",
+    "--inference-table-enabled=true",
+    "--ab-key-column=rider_id",
+    f"--ab-challenger-share={SHARE}",
+    "--experiment-name=/serving-tests/ab",
+    "--git-sha=abc",
+)
+
+
+def _deployed(platform) -> EndpointConfig:
+    [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
+    return config
+
+
 @pytest.fixture(scope="module")
 def ab_config(platform) -> EndpointConfig:
     """The deploy task run with sticky A/B on the local platform (registers `<model>_ab`, checks it)."""
-    deploy_champion_and_challenger(
-        platform,
-        MODEL,
-        f"--endpoint-name={ENDPOINT}",
-        "--catalog=test",
-        "--schema=serving_ab",
-        "--inference-table-enabled=true",
-        "--ab-key-column=rider_id",
-        f"--ab-challenger-share={SHARE}",
-        "--experiment-name=/serving-tests/ab",
-        "--git-sha=abc",
-    )
-    [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
-    return config
+    deploy_champion_and_challenger(platform, MODEL, *DEPLOY_ARGUMENTS)
+    return _deployed(platform)
 
 
 def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, platform):
@@ -65,7 +75,10 @@ def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, p
     assert ab_config.sticky_ab.key_column == "rider_id"
     assert (ab_config.sticky_ab.champion_version, ab_config.sticky_ab.challenger_version) == ("1", "2")
     rows = platform.read_table("test.serving_ab.fares_ab_payload").collect()
-    assert [(row.status_code, row.served_entity_id) for row in rows] == [(200, "fare_model_ab-1")]
+    [entity] = ab_config.served_entities
+    assert [(row.status_code, row.served_entity_id) for row in rows] == [
+        (200, served_entity_id(ENDPOINT, entity))
+    ]
     again = register_ab_model(
         MODEL,
         champion_version="1",
@@ -103,3 +116,28 @@ def test_the_ab_model_needs_its_key_column(ab_config, tmp_path):
         response = invoke(url, ENDPOINT, records_body(fare_inputs(1)))
     assert response.status_code == 400
     assert "rider_id" in response.json()["message"]
+
+
+def test_a_second_ab_deployment_reads_the_pair_of_each_version_from_the_strict_registry(ab_config, platform):
+    """Unity Catalog's `search_model_versions` returns `ModelVersionSearch` entities whose tags
+    cannot be read (mlflow/entities/model_registry/model_version_search.py,
+    mlflow/store/_unity_catalog/registry/rest_store.py); the local registry does the same
+    (platform/uc_registry.py). Finding the version registered for a pair reads each version with
+    `get_model_version`, so a second A/B deployment with a new challenger registers the next
+    version, and an earlier pair still finds its own."""
+    [hit, *_] = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}_ab'")
+    assert isinstance(hit, ModelVersionSearch)
+    register_fare_model(platform, MODEL, slope=4.0, aliases=("challenger",))
+    run(platform, build_config(DeployConfig, [f"--model-name={MODEL}", *DEPLOY_ARGUMENTS]))
+    second = _deployed(platform)
+    assert (second.sticky_ab.champion_version, second.sticky_ab.challenger_version) == ("1", "3")
+    assert [(e.entity_name, e.entity_version) for e in second.served_entities] == [(f"{MODEL}_ab", "2")]
+    first_pair = register_ab_model(
+        MODEL,
+        champion_version="1",
+        challenger_version="2",
+        key_column="rider_id",
+        challenger_share=SHARE,
+        experiment_id=platform.experiment_id("/serving-tests/ab"),
+    )
+    assert first_pair.model_version == "1"

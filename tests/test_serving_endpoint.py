@@ -1,5 +1,5 @@
 """The local endpoint over real HTTP on 127.0.0.1: input formats, refusals, auth, traffic split,
-micro-batching and the inference table."""
+micro-batching, the inference table and what it does when the model or the table fails."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import http.client
 import json
 import random
 import re
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,19 +23,30 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import requests
+from mlflow.types import ParamSchema, ParamSpec
 
 from mlops_template.serving.batching import MicroBatcher
-from mlops_template.serving.endpoint import BatchSettings
+from mlops_template.serving.endpoint import BatchSettings, Endpoint
 from mlops_template.serving.inference_table import (
     MAX_LOGGED_PAYLOAD_BYTES,
     PAYLOAD_SCHEMA,
+    InferenceRecord,
+    InferenceTableWriter,
     local_table_dir,
     logged_payload,
 )
-from mlops_template.serving.invocation import MAX_REQUEST_BYTES
+from mlops_template.serving.invocation import MAX_REQUEST_BYTES, InvocationError, check_params
 from mlops_template.serving.router import TrafficRouter
+from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, RouteSpec, endpoint_config
-from test_serving_support import fare_inputs, invoke, records_body, register_fare_model, serving
+from test_serving_support import (
+    fare_inputs,
+    invoke,
+    records_body,
+    register_failing_model,
+    register_fare_model,
+    serving,
+)
 
 MODEL = "test.serving_endpoint.fare_model"
 ENDPOINT = "fares"
@@ -195,12 +208,14 @@ def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_answering(url, cas
 
 
 def _declare_oversized_body(url: str) -> tuple[int, dict]:
-    """POST only headers announcing a body over the limit; the answer must come without the body."""
+    """POST only headers announcing a body over the limit and `Expect: 100-continue`, as a client
+    does that waits to be told to send it; the answer must come without the body."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     connection.putrequest("POST", f"/serving-endpoints/{ENDPOINT}/invocations")
     connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(MAX_REQUEST_BYTES + 1))
+    connection.putheader("Expect", "100-continue")
     connection.endheaders()
     response = connection.getresponse()
     answer = response.status, json.loads(response.read())
@@ -212,6 +227,35 @@ def test_a_body_declared_over_16_mb_is_refused_before_it_is_read(url):
     status, error = _declare_oversized_body(url)
     assert (status, error["error_code"]) == (413, "REQUEST_TOO_LARGE")
     assert requests.get(f"{url}/ping", timeout=10).status_code == 200
+
+
+def _send_whole_oversized_body(url: str, size: int) -> tuple[int, dict]:
+    """Send a `Connection: close` request (as urllib does) with its whole body over one socket, then
+    read the answer: a server that answers and closes before reading the body resets the socket."""
+    parts = urlsplit(url)
+    head = (
+        f"POST /serving-endpoints/{ENDPOINT}/invocations HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        chunk = b" " * (1024 * 1024)
+        for _ in range(size // len(chunk)):
+            sock.sendall(chunk)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_body_over_16_mb_sent_whole_gets_the_413_json_not_a_reset(url):
+    """Databricks answers a body over 16 MB with 413 (the client reads it); an early answer followed by
+    a close while the client still sends would reset the connection (urllib: ConnectionResetError)."""
+    status, error = _send_whole_oversized_body(url, 20 * 1024 * 1024)
+    assert (status, error["error_code"]) == (413, "REQUEST_TOO_LARGE")
+    assert "exceeds 16777216 bytes" in error["message"]
+    assert invoke(url, ENDPOINT, _good_body()).status_code == 200
 
 
 def test_a_streamed_body_over_16_mb_is_cut_off(url):
@@ -239,15 +283,17 @@ def test_unknown_endpoints_paths_and_served_models_are_404_json(url):
     assert requests.get(f"{url}/serving-endpoints/{ENDPOINT}/invocations", timeout=10).status_code == 405
 
 
-def test_the_served_entity_that_answered_is_in_a_header(url):
+def test_the_served_entity_that_answered_is_in_the_served_model_name_header(url):
+    """Databricks names the served entity in `served-model-name` (databricks/sdk/service/serving.py:
+    `ServingEndpointsAPI.query` reads that response header into `QueryEndpointResponse`)."""
     response = invoke(url, ENDPOINT, _good_body(), served=CHALLENGER)
-    assert response.headers["x-served-entity"] == CHALLENGER
+    assert response.headers["served-model-name"] == CHALLENGER
     assert response.headers["x-request-id"]
 
 
 def test_traffic_is_split_per_request_by_the_route_percentages(url):
     def served(_: int) -> str:
-        return invoke(url, ENDPOINT, _good_body()).headers["x-served-entity"]
+        return invoke(url, ENDPOINT, _good_body()).headers["served-model-name"]
 
     with ThreadPoolExecutor(4) as pool:
         counts = Counter(pool.map(served, range(400)))
@@ -289,7 +335,8 @@ def test_every_request_lands_in_the_inference_table_on_shutdown(config, tmp_path
     assert (too_large.request, list(too_large.logging_error_codes)) == (None, ["MAX_REQUEST_SIZE_EXCEEDED"])
     answered = rows.loc[ok.headers["x-request-id"]]
     assert answered.client_request_id == "trip-42"
-    assert answered.served_entity_id == CHAMPION
+    ids = {entity.name: served_entity_id(ENDPOINT, entity) for entity in config.served_entities}
+    assert answered.served_entity_id == ids[CHAMPION]  # an opaque id, as Databricks logs
     assert json.loads(answered.request)["dataframe_records"][0]["pickup_zip"] == int(frame.pickup_zip[0])
     assert json.loads(answered.response) == ok.json()
     assert answered.requester == "local" and answered.sampling_fraction == 1.0
@@ -297,7 +344,7 @@ def test_every_request_lands_in_the_inference_table_on_shutdown(config, tmp_path
         answered.request_time.date()
     )
     refused = rows.loc[bad.headers["x-request-id"]]
-    assert (refused.status_code, refused.served_entity_id) == (400, CHALLENGER)
+    assert (refused.status_code, refused.served_entity_id) == (400, ids[CHALLENGER])
     assert json.loads(refused.response)["error_code"] == "BAD_REQUEST"
     assert list(refused.logging_error_codes) == []
 
@@ -402,3 +449,133 @@ def test_concurrent_predictions_become_one_model_call():
     for n, result in enumerate(results):
         assert list(result["y"]) == [n + 1.0] * (n + 1)
         assert set(result["params"]) == {json.dumps({"k": n % 2})}
+
+
+def test_served_entity_ids_are_opaque_stable_and_change_with_the_configuration(config):
+    """The AI-Gateway inference table logs `served_entity_id`, "the unique ID of the served entity"
+    (https://docs.databricks.com/aws/en/ai-gateway/inference-tables), resolved to its name and version
+    through `system.serving.served_entities`: no version can be read from the id itself."""
+    champion, challenger = config.served_entities
+    ids = [served_entity_id(ENDPOINT, champion), served_entity_id(ENDPOINT, challenger)]
+    assert all(re.fullmatch("[0-9a-f]{32}", entity_id) for entity_id in ids)
+    assert ids == [served_entity_id(ENDPOINT, champion), served_entity_id(ENDPOINT, challenger)]
+    assert len({*ids, served_entity_id("other", champion)}) == 3
+    assert served_entity_id(ENDPOINT, champion.model_copy(update={"workload_size": "Large"})) != ids[0]
+
+
+@pytest.fixture(scope="module")
+def failing_config(platform) -> EndpointConfig:
+    version = register_failing_model(platform, "test.serving_endpoint.broken_model")
+    return endpoint_config(
+        endpoint_name="broken",
+        model_name="test.serving_endpoint.broken_model",
+        champion_version=version,
+        challenger_version=None,
+        challenger_traffic_percent=0,
+        workload_size="Small",
+        scale_to_zero=True,
+        inference_table=InferenceTableSpec(
+            enabled=True, catalog_name="test", schema_name="serving_endpoint", table_name_prefix="broken"
+        ),
+        git_sha="test",
+    )
+
+
+def test_a_model_that_raises_on_valid_input_is_a_500_logged_with_its_status(failing_config, tmp_path):
+    """Server faults are 5xx and client mistakes 4xx (Databricks REST errors: 500 INTERNAL_ERROR); a
+    model that fails on an input its signature accepts must not be blamed on the client."""
+    with serving([failing_config], tmp_path) as (base_url, _):
+        failed = invoke(base_url, "broken", _good_body())
+        refused = invoke(base_url, "broken", {"dataframe_records": [{"trip_distance": "far"}]})
+        assert requests.get(f"{base_url}/ping", timeout=10).status_code == 200
+    assert failed.status_code == 500, failed.text
+    assert failed.json()["error_code"] == "INTERNAL_ERROR"
+    assert "RuntimeError: the model has a bug" in failed.json()["message"]
+    assert refused.status_code == 400  # schema mismatch found by MLflow's parsing stays the client's
+    rows = _payload_rows(tmp_path, failing_config).set_index("databricks_request_id")
+    logged = rows.loc[failed.headers["x-request-id"]]
+    assert (logged.status_code, json.loads(logged.response)["error_code"]) == (500, "INTERNAL_ERROR")
+    assert json.loads(logged.request) == _good_body()
+
+
+def _until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _break_table(endpoint: Endpoint) -> Path:
+    """Replace the table's directory by a file: every write into it fails (a real OSError)."""
+    assert endpoint.table is not None
+    directory = endpoint.table.directory
+    directory.rmdir()
+    directory.write_text("not a directory")
+    return directory
+
+
+def test_a_failed_inference_table_write_is_retried_until_it_succeeds(config, tmp_path):
+    """Nothing acknowledged is lost: a write that fails is retried (with backoff) and lands once the
+    table can be written again."""
+    with serving([config], tmp_path, table_flush_seconds=0.05) as (base_url, [endpoint]):
+        writer = endpoint.table
+        writer.retry_seconds = 0.5
+        directory = _break_table(endpoint)
+        answered = invoke(base_url, ENDPOINT, _good_body())
+        _until(lambda: writer.stats.failed_writes >= 1)
+        directory.unlink()
+        directory.mkdir()
+        _until(lambda: writer.stats.written == 1)
+        health = requests.get(f"{base_url}/health", timeout=10).json()
+    assert health["status"] == "ok"
+    table = health["endpoints"][ENDPOINT]["inference_table"]
+    assert (table["written_records"], table["lost_records"], table["dropped_records"]) == (1, 0, 0)
+    assert table["failed_writes"] >= 1 and "NotADirectoryError" in table["last_error"]
+    rows = _payload_rows(tmp_path, config)
+    assert list(rows.databricks_request_id) == [answered.headers["x-request-id"]]
+
+
+def test_records_that_cannot_be_written_are_counted_and_reported_by_health(config, tmp_path):
+    with serving([config], tmp_path, table_flush_seconds=0.05) as (base_url, [endpoint]):
+        writer = endpoint.table
+        writer.retries, writer.retry_seconds = 2, 0.01
+        _break_table(endpoint)
+        for _ in range(3):
+            assert invoke(base_url, ENDPOINT, _good_body()).status_code == 200
+        _until(lambda: writer.stats.lost == 3)
+        health = requests.get(f"{base_url}/health", timeout=10).json()
+    assert health["status"] == "degraded"
+    table = health["endpoints"][ENDPOINT]["inference_table"]
+    assert (table["written_records"], table["lost_records"]) == (0, 3)
+    assert table["failed_writes"] >= 3  # the first file: 3 attempts; after a loss, one per file
+    assert "NotADirectoryError" in table["last_error"]
+
+
+def test_records_refused_by_a_full_queue_are_counted(tmp_path):
+    writer = InferenceTableWriter(tmp_path / "payload", max_queued=1)
+    record = InferenceRecord(
+        databricks_request_id="r",
+        client_request_id=None,
+        request_time=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+        status_code=200,
+        execution_duration_ms=1,
+        request="{}",
+        response="{}",
+        served_entity_id=None,
+        requester="local",
+    )
+    writer.write(record)
+    writer.write(record)
+    assert (writer.stats.dropped, writer.stats.healthy) == (1, False)
+
+
+def test_params_the_models_params_schema_refuses_are_the_clients_mistake():
+    """MLflow enforces `params` against the signature's params schema before predicting
+    (mlflow/pyfunc/__init__.py `_validate_prediction_input`): a refusal there is a 400, checked before
+    the model runs, so only the model's own failures are 5xx."""
+    schema = ParamSchema([ParamSpec("top_k", "long", 1)])
+    check_params({"top_k": 3}, schema)
+    check_params(None, schema)
+    with pytest.raises(InvocationError, match="params do not match") as refused:
+        check_params({"top_k": "many"}, schema)
+    assert (refused.value.status, refused.value.error_code) == (400, "BAD_REQUEST")

@@ -15,6 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 from mlops_template.serving.cli import serve_command
+from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
 from mlops_template.serving.spec import endpoint_spec_path, load_endpoint_specs
 from mlops_template.serving.task import DeployConfig
 from mlops_template.tasks.common import TaskArgumentError, build_config
@@ -55,9 +56,25 @@ def test_the_spec_is_recorded_and_each_served_entity_answered_its_example(deploy
         "served_entity_id:string,logging_error_codes:array<string>,requester:string>"
     )
     rows = payload.collect()
-    assert sorted((row.served_entity_id, row.status_code) for row in rows) == [
-        ("fare_model-1", 200),
-        ("fare_model-2", 200),
+    assert sorted(row.status_code for row in rows) == [200, 200]
+
+
+def test_the_deployer_records_the_served_entities_the_payload_ids_name(deployed, platform):
+    """The inference table's `served_entity_id` joins `system.serving.served_entities` for the served
+    entity's name and version (https://docs.databricks.com/aws/en/ai-gateway/inference-tables): the
+    local deployer keeps that table under the same three-level name, mapped like every table."""
+    entities = platform.read_table(SERVED_ENTITIES_TABLE)
+    assert entities.schema.simpleString() == (
+        "struct<served_entity_id:string,endpoint_name:string,served_entity_name:string,entity_type:string,"
+        "entity_name:string,entity_version:string,change_time:timestamp>"
+    )
+    joined = platform.read_table(PAYLOAD_TABLE).join(entities, on="served_entity_id")
+    assert sorted(
+        (row.endpoint_name, row.served_entity_name, row.entity_name, row.entity_version, row.entity_type)
+        for row in joined.collect()
+    ) == [
+        (ENDPOINT, "fare_model-1", MODEL, "1", "CUSTOM_MODEL"),
+        (ENDPOINT, "fare_model-2", MODEL, "2", "CUSTOM_MODEL"),
     ]
 
 
@@ -109,7 +126,7 @@ def test_mlops_serve_answers_with_a_token_and_flushes_the_table_on_sigterm(
         refused = invoke(url, ENDPOINT, {"dataframe_records": [{"trip_distance": "x"}]}, headers=auth)
         anonymous = invoke(url, ENDPOINT, records_body(fare_inputs(1)))
         assert (answered.status_code, refused.status_code, anonymous.status_code) == (200, 400, 401)
-        assert answered.headers["x-served-entity"] in {"fare_model-1", "fare_model-2"}
+        assert answered.headers["served-model-name"] in {"fare_model-1", "fare_model-2"}
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:

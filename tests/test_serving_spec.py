@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import pytest
-from databricks.sdk.service.serving import AiGatewayConfig, EndpointCoreConfigInput, EndpointTag
+from databricks.sdk.service.serving import (
+    AiGatewayConfig,
+    EndpointCoreConfigInput,
+    EndpointTag,
+    ServingEndpointPermissionLevel,
+)
 from pydantic import ValidationError
 
 from mlops_template.serving.spec import (
     EndpointConfig,
     InferenceTableSpec,
     MissingChampionError,
+    PermissionLevel,
+    PermissionSpec,
     RouteSpec,
     ServedEntitySpec,
     StickyABSpec,
     build_endpoint_config,
     endpoint_config,
+    endpoint_spec_path,
+    load_endpoint_spec,
     load_endpoint_specs,
+    same_service,
     save_endpoint_spec,
     served_versions,
 )
-from test_serving_support import register_fare_model
+from mlops_template.serving.task import DeployConfig, run
+from mlops_template.tasks.common import build_config
+from test_serving_support import deploy_champion_and_challenger, register_fare_model
 
 MODEL = "test.serving_spec.fare_model"
 TABLE = InferenceTableSpec(
@@ -177,3 +191,48 @@ def test_aliases_resolve_to_versions_through_the_registry(platform):
     assert served_versions(mlflow.MlflowClient(), name) == (first, None)
     second = register_fare_model(platform, name, slope=2.5, aliases=("challenger",))
     assert served_versions(mlflow.MlflowClient(), name) == (first, second)
+
+
+def test_same_service_compares_what_is_served_not_the_tags():
+    """Deploy is idempotent on what the endpoint serves: entities, routes, table, permissions."""
+    deployed = _config(query_group="readers")
+    assert same_service(deployed, _config(query_group="readers", git_sha="other"))
+    assert not same_service(deployed, _config(query_group="readers", challenger_traffic_percent=30))
+    assert not same_service(deployed, _config(query_group="readers", challenger_version=None))
+    assert not same_service(deployed, _config())
+    assert deployed.permissions == [PermissionSpec(group_name="readers", permission_level="CAN_QUERY")]
+    levels = {level.value for level in ServingEndpointPermissionLevel}
+    assert set(PermissionLevel.__args__) == levels  # the SDK's serving endpoint permission levels
+    with pytest.raises(ValidationError):
+        PermissionSpec(group_name="readers", permission_level="CAN_RUN")
+
+
+def test_the_deploy_task_deploys_only_when_the_endpoint_does_not_serve_the_wanted_config(platform, caplog):
+    """The pipeline runs deploy after every validation: the same champion/challenger is not redeployed."""
+    model, endpoint = "test.serving_spec.idempotent_model", "fares-idempotent"
+    arguments = [
+        f"--model-name={model}",
+        f"--endpoint-name={endpoint}",
+        "--catalog=test",
+        "--schema=serving_spec",
+        "--challenger-traffic-percent=20",
+        "--query-group=fare-readers",
+    ]
+    deploy_champion_and_challenger(platform, model, *arguments[1:])
+    path = endpoint_spec_path(platform.state_dir, endpoint)
+    recorded = path.stat().st_mtime_ns
+    assert load_endpoint_spec(platform.state_dir, endpoint).permissions == [
+        PermissionSpec(group_name="fare-readers")
+    ]
+    with caplog.at_level(logging.INFO, logger="mlops_template.serving.task"):
+        run(platform, build_config(DeployConfig, [*arguments, "--git-sha=later"]))
+    assert f"endpoint {endpoint} already serves" in caplog.text
+    assert path.stat().st_mtime_ns == recorded
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlops_template.serving.task"):
+        run(platform, build_config(DeployConfig, [*arguments[:-2], "--challenger-traffic-percent=30"]))
+    assert f"endpoint {endpoint} does not serve" in caplog.text
+    deployed = load_endpoint_spec(platform.state_dir, endpoint)
+    assert [r.traffic_percentage for r in deployed.routes] == [70, 30]
+    assert deployed.permissions == []

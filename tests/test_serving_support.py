@@ -1,5 +1,5 @@
-"""Helpers of the serving tests (no tests here): a small fare model in the session's registry,
-a local endpoint served on loopback, and JSON requests to it."""
+"""Helpers of the serving tests (no tests here): a small fare model (and one that always fails) in
+the session's registry, a local endpoint served on loopback, and JSON requests to it."""
 
 from __future__ import annotations
 
@@ -74,6 +74,34 @@ def register_fare_model(
     for alias in aliases:
         mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     return version
+
+
+class FailingModel(mlflow.pyfunc.PythonModel):
+    """A model with a bug: it raises on every input, however valid."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        raise RuntimeError("the model has a bug")
+
+
+def register_failing_model(platform: LocalPlatform, name: str) -> str:
+    """Register a FailingModel with the fare inputs' signature; returns the version."""
+    inputs = fare_inputs(3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        signature = infer_signature(inputs, np.zeros(len(inputs)))
+    with (
+        mlflow.start_run(experiment_id=platform.experiment_id(f"/serving-tests/{name}")),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")  # predict raises
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FailingModel(),
+            signature=signature,
+            pip_requirements=["mlflow"],
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)
 
 
 @contextmanager

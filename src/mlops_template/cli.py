@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -21,7 +24,7 @@ from mlops_template.bundle.runner import (
     TaskResult,
     TaskStatus,
 )
-from mlops_template.bundle.validate import validate_bundle
+from mlops_template.bundle.validate import bundle_json, validate_bundle
 from mlops_template.monitoring.cli import monitor_app
 from mlops_template.monitoring.simulate import simulate_traffic
 from mlops_template.platform import LocalPlatform, LocalStateError, activate
@@ -91,10 +94,27 @@ def _load(target: str | None, variables: list[str] | None) -> ResolvedBundle:
         raise _fail(str(error)) from None
 
 
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
 @bundle_app.command("validate")
-def bundle_validate(target: TargetOption = None, var: VarOption = None) -> None:
+def bundle_validate(
+    target: TargetOption = None,
+    var: VarOption = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output", "-o", help="json: the resolved bundle, as `databricks bundle validate -o json`."
+        ),
+    ] = OutputFormat.text,
+) -> None:
     """Check databricks.yml and its includes for TARGET offline: schema, references, resources."""
     bundle = _load(target, var)
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(bundle_json(bundle), indent=2, sort_keys=True) + "\n")
+        return
     counts = ", ".join(f"{len(items)} {kind}" for kind, items in sorted(bundle.resources.items()))
     console.print(f"[green]Bundle {bundle.name} is valid for target {bundle.target}[/] ({counts}).")
 
@@ -171,8 +191,8 @@ def run_job(
     bundle = _load(target, var)
     platform = LocalPlatform(bundle.target)
     activate(platform)
-    runner = LocalJobRunner(
-        bundle.resources.get("jobs", {}), platform.task_values, platform.state_dir / "runs", _RichReporter()
+    runner = LocalJobRunner.for_bundle(
+        bundle, platform.task_values, platform.state_dir / "runs", _RichReporter()
     )
     try:
         result = runner.run(job, _pairs(param, "--param"))

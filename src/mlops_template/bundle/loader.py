@@ -3,9 +3,10 @@
 What is read: `include` globs; `variables` (default, description, type `complex`, lookup) with
 per-target overrides, `--var`-style overrides, `BUNDLE_VAR_<name>` environment variables and
 `.databricks/bundle/<target>/variable-overrides.json`; `targets` (`default`, `mode`, `bundle`,
-`workspace`, `presets`, `resources`, `variables`); `${...}` references to `var`, `bundle`,
-`workspace` and `resources`; development mode's name prefix and paused triggers (the CLI's
-presets). Runtime references such as `{{job.parameters.x}}` are left alone.
+`workspace`, `presets`, `resources`, `variables`, `run_as`, `permissions`, `sync`, `artifacts`);
+`${...}` references to `var`, `bundle`, `workspace` and `resources`; development mode's name
+prefix and paused triggers (the CLI's presets); `run_as` and top-level `permissions` applied to
+jobs with the CLI's checks. Runtime references such as `{{job.parameters.x}}` are left alone.
 """
 
 from __future__ import annotations
@@ -67,11 +68,19 @@ DEFAULT_ROOT_PATH = (
     "/Workspace/Users/${workspace.current_user.userName}/.bundle/${bundle.name}/${bundle.target}"
 )
 RESOLVABLE_ROOTS = frozenset({"var", "variables", "bundle", "workspace", "resources", "artifacts"})
+# Top-level `permissions` levels and what each becomes on a job
+# (bundle/config/mutator/resourcemutator/apply_bundle_permissions.go).
+BUNDLE_PERMISSION_LEVELS = {"CAN_MANAGE": "CAN_MANAGE", "CAN_VIEW": "CAN_VIEW", "CAN_RUN": "CAN_MANAGE_RUN"}
+PRINCIPAL_KEYS = ("user_name", "group_name", "service_principal_name")
+# Resource types the API cannot create with a run_as identity other than the deploying one
+# (bundle/config/mutator/resourcemutator/run_as.go).
+RUN_AS_UNSUPPORTED = ("model_serving_endpoints", "quality_monitors", "apps")
 
 # The CLI's reference grammar (libs/dyn/dynvar/ref.go); a leading "$" escapes the reference.
 # Written without nested quantifiers (Python's re backtracks; the CLI's RE2 does not).
 _SEGMENT = r"_*[^\W\d_][^\W_]*(?:[-_]+[^\W_]+)*"
 _REFERENCE = re.compile(rf"(\$?)\$\{{({_SEGMENT}(?:\.{_SEGMENT}(?:\[[0-9]+\])*)*(?:\[[0-9]+\])*)\}}")
+REFERENCE_PATTERN = _REFERENCE  # groups: 1 the escaping "$", 2 the reference inside ${...}
 _PATH_TOKEN = re.compile(r"[^.\[\]]+|\[(\d+)\]")
 
 PathKey = tuple[str | int, ...]
@@ -99,6 +108,14 @@ class ResolvedBundle:
     resources: dict[str, dict[str, dict[str, Any]]]
     sources: dict[str, Path]
     workspace: dict[str, Any] = field(default_factory=dict)
+    bundle: dict[str, Any] = field(default_factory=dict)  # the resolved `bundle` section
+    declarations: dict[str, dict[str, Any]] = field(default_factory=dict)  # description, default per variable
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    presets: dict[str, Any] = field(default_factory=dict)
+    run_as: dict[str, Any] | None = None
+    permissions: list[dict[str, Any]] = field(default_factory=list)
+    sync: dict[str, Any] = field(default_factory=dict)
+    include: list[str] = field(default_factory=list)
 
     def job(self, key: str) -> dict[str, Any]:
         """The resolved job `key`."""
@@ -137,12 +154,25 @@ class ResourceId(str):
     """`${resources.<type>.<key>.id}` resolved offline: the resource key, standing for the id
     Databricks assigns at deploy time (so the local runner can find the job it names)."""
 
+    reference: str  # the reference as written, which `bundle validate -o json` shows unresolved
+
+    def __new__(cls, key: str, reference: str = "") -> ResourceId:
+        value = super().__new__(cls, key)
+        value.reference = reference or key
+        return value
+
 
 def current_user() -> tuple[str, str]:
     """`${workspace.current_user.userName}` and `.short_name` (the login name off Databricks)."""
     user_name = current_user_name()
-    short_name = re.sub(r"[^a-z0-9_]", "_", user_name.split("@")[0].lower()) or "user"
-    return user_name, short_name
+    return user_name, short_name_of(user_name) or "user"
+
+
+def short_name_of(user_name: str) -> str:
+    """The CLI's short name: the part before '@', lower case, every run of characters other than
+    letters and digits as one '_', no leading or trailing '_' (libs/iamutil/user.go, libs/textutil)."""
+    local = user_name.split("@", 1)[0].lower()
+    return re.sub(r"[\W_]+", "_", local).strip("_")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,8 +440,9 @@ def resolve_bundle(
         section: merge(
             data.get(section), definition.get(section), (section,), config.locate(("targets", name))
         )
-        for section in ("bundle", "workspace", "presets", "artifacts", "resources")
+        for section in ("bundle", "workspace", "presets", "artifacts", "resources", "permissions", "sync")
     }
+    run_as = definition.get("run_as", data.get("run_as"))
     sources = _resource_sources(config, name, sections["resources"] or {})
     if not isinstance((sections["bundle"] or {}).get("name"), str):
         raise BundleError("the bundle needs a name", file=config.main_file, key="bundle.name")
@@ -422,7 +453,12 @@ def resolve_bundle(
     workspace = resolver.resolve(tree["workspace"], ("workspace",))
     presets = _presets(resolver.resolve(tree["presets"], ("presets",)), mode, workspace)
     _apply_presets(tree["resources"], presets)
-    resources = resolver.resolve(tree["resources"], ("resources",))
+    resolved_resources = resolver.resolve(tree["resources"], ("resources",))
+    resources = {kind: dict(items) for kind, items in resolved_resources.items()}
+    origin = _origin_finder(config, name, definition, values, sources)
+    identity = _run_as(resolver.resolve(run_as, ("run_as",)), workspace, resources, origin)
+    permissions = _permissions(resolver.resolve(sections["permissions"] or [], ("permissions",)), origin)
+    _apply_identity(resources, identity, permissions)
     logger.debug("resolved bundle %s for target %s", bundle["name"], name)
     return ResolvedBundle(
         root=config.root,
@@ -430,10 +466,130 @@ def resolve_bundle(
         target=name,
         mode=mode,
         variables=resolved_values,
-        resources={kind: dict(items) for kind, items in resources.items()},
+        resources=resources,
         sources=sources,
         workspace=workspace,
+        bundle={**bundle, **({"mode": mode} if mode else {})},
+        declarations=_declarations(config, definition, values, resolved_values, resolver),
+        artifacts=resolver.resolve(tree["artifacts"], ("artifacts",)),
+        presets=presets,
+        run_as=identity,
+        permissions=permissions,
+        sync=dict(sections["sync"] or {}),
+        include=[str(file) for file in config.files if file != config.main_file],
     )
+
+
+def _declarations(
+    config: BundleConfig,
+    definition: Mapping[str, Any],
+    values: Mapping[str, _Value],
+    resolved: Mapping[str, Any],
+    resolver: _Resolver,
+) -> dict[str, dict[str, Any]]:
+    """Each variable as `bundle validate -o json` shows it: description, default (a target's value
+    replaces the declared one), value."""
+    declared = config.data.get("variables") or {}
+    in_target = definition.get("variables") or {}
+    shown: dict[str, dict[str, Any]] = {}
+    for var, chosen in values.items():
+        spec = {key: declared[var][key] for key in ("description", "type", "lookup") if key in declared[var]}
+        default = declared[var].get("default")
+        if in_target.get(var) is not None:
+            default = _target_variable(in_target[var], declared[var].get("type") == "complex")[0]
+        if chosen.key.endswith(".default") or chosen.key.startswith("targets."):
+            spec["default"] = resolved[var]
+        elif default is not None:
+            spec["default"] = resolver.resolve(default, ("variables", var, "default"))
+        shown[var] = {**spec, "value": resolved[var]}
+    return shown
+
+
+def _run_as(
+    run_as: Any,
+    workspace: Mapping[str, Any],
+    resources: Mapping[str, Mapping[str, Any]],
+    origin: Callable[[PathKey], tuple[Path | None, str]],
+) -> dict[str, Any] | None:
+    """The `run_as` identity, checked as the CLI checks it (resourcemutator/run_as.go)."""
+    if run_as is None:
+        return None
+    file, key = origin(("run_as",))
+    if not isinstance(run_as, dict):
+        raise BundleError(f"expected a mapping, got {_kind(run_as)}", file=file, key=key)
+    check_keys(run_as, frozenset({"service_principal_name", "user_name"}), file, ("run_as",))
+    given = {k: v for k, v in run_as.items() if v not in (None, "")}
+    if not given:
+        raise BundleError(
+            "run_as section must specify exactly one identity. Neither service_principal_name nor "
+            "user_name is specified",
+            file=file,
+            key=key,
+        )
+    if len(given) > 1:
+        raise BundleError(
+            "run_as section cannot specify both user_name and service_principal_name", file=file, key=key
+        )
+    identity, me = str(next(iter(given.values()))), workspace["current_user"]["userName"]
+    for kind in RUN_AS_UNSUPPORTED:
+        if resources.get(kind) and identity != me:
+            raise BundleError(
+                f"{kind} do not support a setting a run_as user that is different from the owner. "
+                f"Current identity: {me}. Run as identity: {identity}. Deploy as {identity} "
+                "(e.g. with its OAuth credentials in CI).",
+                file=file,
+                key=key,
+            )
+    return given
+
+
+def _permissions(
+    permissions: Any, origin: Callable[[PathKey], tuple[Path | None, str]]
+) -> list[dict[str, Any]]:
+    """Top-level `permissions`: levels CAN_MANAGE / CAN_VIEW / CAN_RUN, one principal each."""
+    if not isinstance(permissions, list):
+        file, key = origin(("permissions",))
+        raise BundleError(f"expected a list, got {_kind(permissions)}", file=file, key=key)
+    for index, permission in enumerate(permissions):
+        file, key = origin(("permissions", index))
+        if not isinstance(permission, dict):
+            raise BundleError(f"expected a mapping, got {_kind(permission)}", file=file, key=key)
+        check_keys(permission, frozenset({"level", *PRINCIPAL_KEYS}), file, ("permissions", index))
+        if permission.get("level") not in BUNDLE_PERMISSION_LEVELS:
+            raise BundleError(
+                f"invalid permission level: {permission.get('level')}, allowed values: "
+                f"[{', '.join(BUNDLE_PERMISSION_LEVELS)}]",
+                file=file,
+                key=key,
+            )
+        principals = [k for k in PRINCIPAL_KEYS if permission.get(k) not in (None, "")]
+        if len(principals) != 1:
+            raise BundleError(
+                f"a permission needs exactly one of {', '.join(PRINCIPAL_KEYS)}, got {principals or 'none'}",
+                file=file,
+                key=key,
+            )
+    return [dict(p) for p in permissions]
+
+
+def _apply_identity(
+    resources: dict[str, dict[str, Any]], run_as: dict[str, Any] | None, permissions: list[dict[str, Any]]
+) -> None:
+    """The CLI's SetRunAs and ApplyBundlePermissions for jobs: run_as where a job sets none, and each
+    top-level permission at the job's level unless the job already names that principal."""
+    for key, job in resources.get("jobs", {}).items():
+        job = dict(job)
+        if run_as and not job.get("run_as"):
+            job["run_as"] = dict(run_as)
+        own = list(job.get("permissions") or [])
+        added = [
+            {**{k: p[k] for k in PRINCIPAL_KEYS if p.get(k)}, "level": BUNDLE_PERMISSION_LEVELS[p["level"]]}
+            for p in permissions
+            if not any(o.get(k) and o.get(k) == p.get(k) for o in own for k in PRINCIPAL_KEYS)
+        ]
+        if own or added:
+            job["permissions"] = own + added
+        resources["jobs"][key] = job
 
 
 def select_target(config: BundleConfig, target: str | None) -> tuple[str, dict[str, Any]]:
@@ -712,7 +868,7 @@ class _Resolver:
         """The resolved value of `${reference}`, written at tree path `at`."""
         path = tuple(int(m.group(1)) if m.group(1) else m.group(0) for m in _PATH_TOKEN.finditer(reference))
         if path[0] == "resources" and len(path) == 4 and path[3] == "id" and _contains(self.tree, path[:3]):
-            return ResourceId(path[2])  # stand-in for the deployed id: the resource key
+            return ResourceId(str(path[2]), "${" + reference + "}")  # stand-in for the deployed id
         if path in self.done:
             return self.done[path]
         if path in self.active:

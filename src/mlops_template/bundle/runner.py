@@ -1,10 +1,14 @@
 """The local job runner: runs a resolved bundle job's tasks in one process, like a Databricks job run.
 
 Supported: `python_wheel_task` (entry points of installed packages, argv as Databricks passes
-it), `condition_task`, `run_job_task`; `depends_on` with `outcome`, `run_if`, job `parameters`
-and the dynamic references `{{job.id}}`, `{{job.name}}`, `{{job.run_id}}`,
-`{{job.parameters.NAME}}`, `{{job.start_time.iso_date}}`, `{{job.start_time.iso_datetime}}`,
-`{{task.name}}` and `{{tasks.KEY.values.NAME}}`. Anything else is an error naming it.
+it), `notebook_task` (source notebooks, with a local `dbutils`: widgets and task values),
+`condition_task`, `run_job_task`; `depends_on` with `outcome`, `run_if`, job `parameters` with
+their pushdown (https://docs.databricks.com/jobs/job-parameters.html: to notebook tasks, wheel
+tasks with `named_parameters` and run-job tasks; the job's value wins over the task's) and the
+dynamic references `{{job.id}}`, `{{job.name}}`, `{{job.run_id}}`, `{{job.parameters.NAME}}`,
+`{{job.start_time.iso_date}}`, `{{job.start_time.iso_datetime}}`, `{{task.name}}` and
+`{{tasks.KEY.values.NAME}}`. Anything else is an error naming it. Only notebook tasks may set
+task values (https://docs.databricks.com/jobs/task-values.html).
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from mlops_template.bundle.local_dbutils import LocalDbutils
+from mlops_template.bundle.local_notebook import run_notebook
 from mlops_template.platform.task_values import LocalTaskValues
+
+if TYPE_CHECKING:
+    from mlops_template.bundle.loader import ResolvedBundle
 
 
 class JobDefinitionError(ValueError):
@@ -33,7 +42,7 @@ class JobDefinitionError(ValueError):
 class TaskStatus(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
-    EXCLUDED = "EXCLUDED"  # a condition it depends on had the other outcome
+    EXCLUDED = "EXCLUDED"  # skipped and counted as a success: branch not taken, failure handler not needed
     UPSTREAM_FAILED = "UPSTREAM_FAILED"  # its run_if could not be met after failures
 
 
@@ -70,9 +79,8 @@ class RunReporter(Protocol):
     def task_finished(self, job_key: str, result: TaskResult) -> None: ...
 
 
-TASK_TYPES_RUN_LOCALLY = ("python_wheel_task", "condition_task", "run_job_task")
+TASK_TYPES_RUN_LOCALLY = ("python_wheel_task", "notebook_task", "condition_task", "run_job_task")
 TASK_TYPES_NOT_RUN_LOCALLY = (
-    "notebook_task",
     "spark_python_task",
     "spark_jar_task",
     "spark_submit_task",
@@ -132,10 +140,16 @@ DEPLOY_ONLY_JOB_KEYS = frozenset(
     }
 )
 
+NOTEBOOK_TASK_KEYS = frozenset({"notebook_path", "base_parameters", "source"})
+# run_if conditions that handle failures: unmet, the task is EXCLUDED; unmet others: UPSTREAM_FAILED.
+FAILURE_HANDLING_RUN_IFS = frozenset({"AT_LEAST_ONE_FAILED", "ALL_FAILED"})
+
 _REFERENCE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+_STRING_COMPARISONS: dict[str, Callable[[str, str], bool]] = {
     "EQUAL_TO": operator.eq,
     "NOT_EQUAL": operator.ne,
+}
+_NUMBER_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "GREATER_THAN": operator.gt,
     "GREATER_THAN_OR_EQUAL": operator.ge,
     "LESS_THAN": operator.lt,
@@ -144,17 +158,17 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def evaluate_condition(op: str, left: str, right: str) -> bool:
-    """Compare like a Databricks condition task: as numbers when both are, else as strings."""
-    if op not in _COMPARISONS:
-        raise JobDefinitionError(f"condition_task.op '{op}' is not one of {sorted(_COMPARISONS)}")
+    """Compare like a Databricks condition task: `EQUAL_TO` / `NOT_EQUAL` as strings ("12.0" is
+    not "12"), the ordering operators as numbers (https://docs.databricks.com/jobs/if-else.html)."""
+    if op in _STRING_COMPARISONS:
+        return _STRING_COMPARISONS[op](left, right)
+    if op not in _NUMBER_COMPARISONS:
+        known = sorted([*_STRING_COMPARISONS, *_NUMBER_COMPARISONS])
+        raise JobDefinitionError(f"condition_task.op '{op}' is not one of {known}")
     try:
-        return _COMPARISONS[op](float(left), float(right))
+        return _NUMBER_COMPARISONS[op](float(left), float(right))
     except ValueError:
-        if op not in ("EQUAL_TO", "NOT_EQUAL"):
-            raise JobDefinitionError(
-                f"condition_task {op} needs numbers, got '{left}' and '{right}'"
-            ) from None
-        return _COMPARISONS[op](left, right)
+        raise JobDefinitionError(f"condition_task {op} needs numbers, got '{left}' and '{right}'") from None
 
 
 def order_tasks(job_key: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,16 +221,32 @@ def check_job(job_key: str, job: Mapping[str, Any]) -> None:
                 raise JobDefinitionError(
                     f"job {job_key}: task {task_key}: key '{key}' is not supported by the local runner"
                 )
+        if types[0] == "notebook_task":
+            _check_notebook_task(job_key, task_key, task["notebook_task"])
+
+
+def _check_notebook_task(job_key: str, task_key: str, spec: Mapping[str, Any]) -> None:
+    for key in spec:
+        if key not in NOTEBOOK_TASK_KEYS:
+            raise JobDefinitionError(
+                f"job {job_key}: task {task_key}: notebook_task.{key} is not supported by the local runner"
+            )
+    if spec.get("source", "WORKSPACE") != "WORKSPACE":
+        raise JobDefinitionError(
+            f"job {job_key}: task {task_key}: notebook_task.source {spec['source']} is not supported "
+            "locally (the runner runs notebooks of the bundle)"
+        )
 
 
 def run_if_met(run_if: str, statuses: list[TaskStatus]) -> bool:
-    """Databricks `run_if` over the statuses of a task's (non-excluded) dependencies."""
+    """Databricks `run_if` over the statuses of a task's (non-excluded) dependencies
+    (https://docs.databricks.com/jobs/run-if.html)."""
     succeeded = [s == TaskStatus.SUCCESS for s in statuses]
     failed = [s in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for s in statuses]
     rules = {
         "ALL_SUCCESS": all(succeeded),
         "AT_LEAST_ONE_SUCCESS": any(succeeded),
-        "NONE_FAILED": not any(failed),
+        "NONE_FAILED": not any(failed) and bool(statuses),
         "ALL_DONE": True,
         "AT_LEAST_ONE_FAILED": any(failed),
         "ALL_FAILED": bool(statuses) and all(failed),
@@ -224,6 +254,22 @@ def run_if_met(run_if: str, statuses: list[TaskStatus]) -> bool:
     if run_if not in rules:
         raise JobDefinitionError(f"run_if '{run_if}' is not one of {sorted(rules)}")
     return rules[run_if]
+
+
+def gate_status(run_if: str, statuses: list[TaskStatus]) -> TaskStatus | None:
+    """None if a task whose dependencies ended in `statuses` runs, else the status it gets instead.
+
+    As the Jobs service does: a task whose dependencies are all excluded is excluded; an unmet
+    failure-handling `run_if` excludes it; another unmet `run_if` marks it upstream-failed.
+    (A dependency on a condition's other outcome counts as excluded.)
+    """
+    if statuses and all(s == TaskStatus.EXCLUDED for s in statuses):
+        return TaskStatus.EXCLUDED
+    if not run_if_met(run_if, [s for s in statuses if s != TaskStatus.EXCLUDED]):
+        return TaskStatus.EXCLUDED if run_if in FAILURE_HANDLING_RUN_IFS else TaskStatus.UPSTREAM_FAILED
+    if run_if == "ALL_SUCCESS" and TaskStatus.EXCLUDED in statuses:
+        return TaskStatus.EXCLUDED  # the end of a branch not taken
+    return None
 
 
 @dataclass
@@ -245,11 +291,32 @@ class LocalJobRunner:
         task_values: LocalTaskValues,
         runs_dir: Path,
         reporter: RunReporter | None = None,
+        *,
+        job_files: Mapping[str, Path] | None = None,
     ) -> None:
+        """`job_files`: the YAML file defining each job, which relative notebook paths start from."""
         self.jobs = jobs
         self.task_values = task_values
         self.runs_dir = runs_dir
         self.reporter = reporter
+        self.job_files = dict(job_files or {})
+
+    @classmethod
+    def for_bundle(
+        cls,
+        bundle: ResolvedBundle,
+        task_values: LocalTaskValues,
+        runs_dir: Path,
+        reporter: RunReporter | None = None,
+    ) -> LocalJobRunner:
+        """A runner of the bundle's jobs, resolving notebook paths as the CLI does."""
+        jobs = bundle.resources.get("jobs", {})
+        files = {
+            key: bundle.root / bundle.sources[f"resources.jobs.{key}"]
+            for key in jobs
+            if f"resources.jobs.{key}" in bundle.sources
+        }
+        return cls(jobs, task_values, runs_dir, reporter, job_files=files)
 
     def run(self, job_key: str, parameters: Mapping[str, str] | None = None) -> JobRunResult:
         """Run every task of `job_key`; the result says which failed (it does not raise for them)."""
@@ -286,16 +353,10 @@ class LocalJobRunner:
 
     def _run_task(self, task: Mapping[str, Any], context: _RunContext) -> TaskResult:
         key = task["task_key"]
-        dependencies = task.get("depends_on", [])
-        statuses = [context.results[d["task_key"]].status for d in dependencies]
-        unmet_outcome = any(
-            "outcome" in d and context.results[d["task_key"]].outcome != d["outcome"] for d in dependencies
-        )
-        run_if = task.get("run_if", "ALL_SUCCESS")
-        if unmet_outcome or (run_if == "ALL_SUCCESS" and TaskStatus.EXCLUDED in statuses):
-            return self._finish(context, TaskResult(key, TaskStatus.EXCLUDED))
-        if not run_if_met(run_if, [s for s in statuses if s != TaskStatus.EXCLUDED]):
-            return self._finish(context, TaskResult(key, TaskStatus.UPSTREAM_FAILED))
+        statuses = [_dependency_status(d, context) for d in task.get("depends_on", [])]
+        skipped = gate_status(task.get("run_if", "ALL_SUCCESS"), statuses) if statuses else None
+        if skipped is not None:
+            return self._finish(context, TaskResult(key, skipped))
         if self.reporter:
             self.reporter.task_started(context.job_key, key)
         started = time.perf_counter()
@@ -307,7 +368,7 @@ class LocalJobRunner:
         except BaseException as error:
             result = TaskResult(key, TaskStatus.FAILED, error=_describe(error))
         result.seconds = time.perf_counter() - started
-        result.values = self.task_values.of_task(key)
+        result.values = self.task_values.of_task(key) if "notebook_task" in task else {}
         return self._finish(context, result)
 
     def _finish(self, context: _RunContext, result: TaskResult) -> TaskResult:
@@ -322,43 +383,87 @@ class LocalJobRunner:
             return self._substitute(str(value), context, key)
 
         if "condition_task" in task:
-            condition = task["condition_task"]
-            met = evaluate_condition(condition["op"], resolve(condition["left"]), resolve(condition["right"]))
-            return "true" if met else "false"
+            spec = task["condition_task"]
+            operands = [self._substitute(str(spec[s]), context, key, operand=True) for s in ("left", "right")]
+            return "true" if evaluate_condition(spec["op"], *operands) else "false"
         if "run_job_task" in task:
-            self._run_child_job(task["run_job_task"], resolve)
-            return None
-        self._run_wheel_task(key, task["python_wheel_task"], resolve)
+            self._run_child_job(task["run_job_task"], resolve, context)
+        elif "notebook_task" in task:
+            self._run_notebook_task(key, task["notebook_task"], resolve, context)
+        else:
+            self._run_wheel_task(key, task["python_wheel_task"], resolve, context)
         return None
 
-    def _run_child_job(self, spec: Mapping[str, Any], resolve: Callable[[Any], str]) -> None:
-        parameters = {k: resolve(v) for k, v in spec.get("job_parameters", {}).items()}
-        child = self.run(str(spec["job_id"]), parameters)
+    def _run_child_job(
+        self, spec: Mapping[str, Any], resolve: Callable[[Any], str], context: _RunContext
+    ) -> None:
+        """Run the job `job_id` with the task's `job_parameters` and, pushed down over them, this
+        job's parameters (https://docs.databricks.com/jobs/run-job.html): the child must define
+        every one of them."""
+        child_key = str(spec["job_id"])
+        parameters = {k: resolve(v) for k, v in spec.get("job_parameters", {}).items()} | context.parameters
+        child_job = self._job(child_key)
+        defined = {p["name"] for p in child_job.get("parameters", [])}
+        undefined = sorted(set(parameters) - defined)
+        if undefined:
+            raise JobDefinitionError(
+                f"job {child_key} does not define the parameters {undefined} that job {context.job_key} "
+                "passes to it (a run_job_task pushes down every parameter of its job): declare them in job "
+                f"{child_key} or remove them from job {context.job_key}"
+            )
+        child = self.run(child_key, parameters)
         if not child.succeeded:
             failed = [t.task_key for t in child.tasks if t.status == TaskStatus.FAILED]
-            raise RuntimeError(f"job {spec['job_id']} (run {child.run_id}) failed in tasks {failed}")
+            raise RuntimeError(f"job {child_key} (run {child.run_id}) failed in tasks {failed}")
 
-    def _run_wheel_task(self, key: str, spec: Mapping[str, Any], resolve: Callable[[Any], str]) -> None:
+    def _run_notebook_task(
+        self, key: str, spec: Mapping[str, Any], resolve: Callable[[Any], str], context: _RunContext
+    ) -> None:
+        parameters = {k: resolve(v) for k, v in spec.get("base_parameters", {}).items()} | context.parameters
+        dbutils = LocalDbutils(parameters, self.task_values, lambda task: _values_of(task, context))
+        with self.task_values.running(key, "notebook_task"):
+            run_notebook(self._notebook_path(context.job_key, key, str(spec["notebook_path"])), dbutils)
+
+    def _notebook_path(self, job_key: str, task_key: str, notebook_path: str) -> Path:
+        """The local file of `notebook_path`: relative to the job's YAML file, as the CLI resolves it."""
+        if notebook_path.startswith("/"):
+            raise JobDefinitionError(
+                f"job {job_key}: task {task_key}: notebook_path {notebook_path} is a workspace path; "
+                "the local runner runs notebooks of the bundle (a path relative to the job's YAML file)"
+            )
+        if job_key not in self.job_files:
+            raise JobDefinitionError(
+                f"job {job_key}: task {task_key}: the runner does not know the file defining the job, so "
+                f"it cannot resolve notebook_path {notebook_path} (build it with LocalJobRunner.for_bundle)"
+            )
+        return (self.job_files[job_key].parent / notebook_path).resolve()
+
+    def _run_wheel_task(
+        self, key: str, spec: Mapping[str, Any], resolve: Callable[[Any], str], context: _RunContext
+    ) -> None:
         arguments = [resolve(a) for a in spec.get("parameters", [])]
-        arguments += [f"--{k}={resolve(v)}" for k, v in spec.get("named_parameters", {}).items()]
+        if "named_parameters" in spec:  # keyword arguments: the job's parameters are pushed down
+            named = {k: resolve(v) for k, v in spec["named_parameters"].items()} | context.parameters
+            arguments += [f"--{k}={v}" for k, v in named.items()]
         function = load_entry_point(spec["package_name"], spec["entry_point"])
         saved_argv = sys.argv
         sys.argv = [spec["entry_point"], *arguments]
-        self.task_values.current_task = key
         try:
-            exit_code = function()
+            with self.task_values.running(key, "python_wheel_task"):
+                exit_code = function()
         except SystemExit as exit_:
             exit_code = exit_.code
         finally:
             sys.argv = saved_argv
-            self.task_values.current_task = None
         if exit_code not in (None, 0):
             raise RuntimeError(f"entry point {spec['entry_point']} exited with {exit_code}")
 
-    def _substitute(self, value: str, context: _RunContext, task_key: str) -> str:
-        return _REFERENCE.sub(lambda match: self._reference(match.group(1), context, task_key), value)
+    def _substitute(self, value: str, context: _RunContext, task_key: str, *, operand: bool = False) -> str:
+        return _REFERENCE.sub(
+            lambda match: self._reference(match.group(1), context, task_key, operand), value
+        )
 
-    def _reference(self, name: str, context: _RunContext, task_key: str) -> str:
+    def _reference(self, name: str, context: _RunContext, task_key: str, operand: bool = False) -> str:
         fixed = {
             "job.id": context.job_key,
             "job.name": context.job_name,
@@ -375,13 +480,13 @@ class LocalJobRunner:
                 raise JobDefinitionError(f"task {task_key}: {{{{{name}}}}} names no job parameter")
             return context.parameters[parts[2]]
         if parts[0] == "tasks" and len(parts) == 4 and parts[2] == "values":
-            return self._task_value(parts[1], parts[3], context, task_key)
+            return self._task_value(parts[1], parts[3], context, task_key, operand)
         raise JobDefinitionError(
             f"task {task_key}: dynamic value reference {{{{{name}}}}} is not supported locally"
         )
 
     @staticmethod
-    def _task_value(source: str, name: str, context: _RunContext, task_key: str) -> str:
+    def _task_value(source: str, name: str, context: _RunContext, task_key: str, operand: bool) -> str:
         if source not in context.results:
             raise JobDefinitionError(
                 f"task {task_key} reads values of task '{source}', which has not run before it"
@@ -392,6 +497,11 @@ class LocalJobRunner:
                 f"task {task_key} reads task value '{name}' that task {source} did not set"
             )
         value = values[name]
+        if operand and not isinstance(value, str | int | float | bool):
+            raise JobDefinitionError(
+                f"condition task {task_key} compares task value '{name}' of task {source}, a "
+                f"{type(value).__name__}: conditions accept only numbers, strings and booleans"
+            )
         return value if isinstance(value, str) else json.dumps(value)
 
     def _next_run_id(self) -> int:
@@ -405,6 +515,20 @@ class LocalJobRunner:
         (self.runs_dir / f"{result.run_id}.json").write_text(
             json.dumps(asdict(result), indent=2, default=str)
         )
+
+
+def _dependency_status(dependency: Mapping[str, Any], context: _RunContext) -> TaskStatus:
+    """A dependency's status; a dependency on a condition's other outcome counts as excluded."""
+    result = context.results[dependency["task_key"]]
+    if "outcome" in dependency and result.outcome != dependency["outcome"]:
+        return TaskStatus.EXCLUDED
+    return result.status
+
+
+def _values_of(task_key: str, context: _RunContext) -> dict[str, Any] | None:
+    """The task values task `task_key` of this run set; None if it has not run."""
+    result = context.results.get(task_key)
+    return None if result is None else result.values
 
 
 def load_entry_point(package_name: str, entry_point: str) -> Callable[[], Any]:

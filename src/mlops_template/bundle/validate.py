@@ -4,6 +4,7 @@ Two checks on top of loading: the merged configuration (databricks.yml + include
 resolution) against the CLI's own JSON schema, and every resolved resource parsed with the
 `databricks-bundles` dataclasses (jobs, pipelines, schemas, volumes; other resource types are
 checked against the schema's definition of that type). Errors name the file and the dotted key.
+`bundle_json` gives the resolved bundle in the shape `databricks bundle validate -o json` prints.
 """
 
 from __future__ import annotations
@@ -73,6 +74,51 @@ def validate_bundle(
     check_resources(bundle, validator)
     logger.debug("bundle %s is valid for target %s", bundle.name, bundle.target)
     return bundle
+
+
+def bundle_json(bundle: ResolvedBundle) -> dict[str, Any]:
+    """The resolved bundle in the shape `databricks bundle validate -o json` prints it
+    (cmd/bundle/validate.go: the typed configuration after the initialize phase, without targets).
+
+    Deploy-time ids stay as their `${resources...id}` reference, as the CLI shows them; paths inside
+    resources are left as written (the CLI rewrites notebook and file paths to workspace paths).
+    """
+    document: dict[str, Any] = {
+        "artifacts": {key: _artifact_json(bundle.root, spec) for key, spec in bundle.artifacts.items()},
+        "bundle": bundle.bundle,
+        "include": bundle.include,
+        "permissions": bundle.permissions,
+        "presets": bundle.presets,
+        "resources": bundle.resources,
+        "run_as": bundle.run_as,
+        "sync": {"paths": ["."], **bundle.sync},
+        "variables": bundle.declarations,
+        "workspace": bundle.workspace,
+    }
+    return _json_ready({key: value for key, value in document.items() if value})
+
+
+def _artifact_json(root: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """An artifact with its `path` made absolute and, for a built wheel, the CLI's default
+    `files` glob (`<path>/dist/*.whl`, bundle/artifacts/prepare.go)."""
+    artifact = dict(spec)
+    path = (root / str(artifact.get("path", "."))).resolve()
+    artifact["path"] = str(path)
+    if artifact.get("type") == "whl" and "files" not in artifact and artifact.get("build"):
+        artifact["files"] = [{"source": str(path / "dist" / "*.whl")}]
+    return artifact
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, ResourceId):
+        return value.reference
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def find_schema(root: Path) -> Path | None:

@@ -5,6 +5,8 @@ Each payload row is one request: its JSON `request` holds one of `dataframe_spli
 Requests are read with MLflow's scoring-server parser, the code the endpoint itself reads them
 with, inside `mapInPandas` (distributed on Databricks). A refused request becomes one row with its
 status and error code and no inputs, so error rates stay computable from the monitoring table.
+The model version comes from `system.serving.served_entities`, joined on the opaque
+`served_entity_id` the payload holds (on Databricks and locally alike).
 
 Incremental and idempotent: only requests newer than the table's latest `request_time` minus a
 late-arrival margin, and not already unpacked, are added; rows are merged by
@@ -25,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from mlops_template.features.columns import LABEL, MODEL_INPUT_COLUMNS
+from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
 from mlops_template.training.evaluate import TRIP_ID
 
 if TYPE_CHECKING:
@@ -45,6 +49,8 @@ PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
 MONITORING_KEYS = [REQUEST_ID, ROW_INDEX]
 SUCCESS = 200
+SERVED_ENTITY_ID = "served_entity_id"
+SERVED_ENTITIES_PRODUCER = "the deploy task of job pipeline (it deploys the endpoint and its served entities)"
 
 # Payload columns copied onto every row of a request.
 _REQUEST_COLUMNS = [
@@ -231,13 +237,22 @@ def _unpack_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 # Tables (Spark)
 
 
-def unpack(payload: DataFrame, labels: DataFrame | None) -> DataFrame:
+def entity_versions(served_entities: DataFrame) -> DataFrame:
+    """`served_entity_id` -> `model_version` from `system.serving.served_entities`, a change
+    history (one row per served entity and endpoint configuration change): its latest row counts."""
+    latest = Window.partitionBy(SERVED_ENTITY_ID).orderBy(F.col("change_time").desc())
+    return (
+        served_entities.withColumn("_change", F.row_number().over(latest))
+        .where(F.col("_change") == 1)
+        .select(SERVED_ENTITY_ID, F.col("entity_version").cast("string").alias(MODEL_VERSION))
+    )
+
+
+def unpack(payload: DataFrame, labels: DataFrame | None, served_entities: DataFrame) -> DataFrame:
     """Payload rows -> monitoring rows (MONITORING_COLUMNS), labelled where the trip's fare is known."""
     needed = [name for name, _ in _REQUEST_COLUMNS] + ["request", "response"]
     rows = payload.select(*needed).mapInPandas(_unpack_batches, schema=UNPACKED_SCHEMA)
-    rows = rows.withColumn(
-        MODEL_VERSION, F.nullif(F.regexp_extract("served_entity_id", r"-([0-9]+)$", 1), F.lit(""))
-    )
+    rows = rows.join(F.broadcast(entity_versions(served_entities)), on=SERVED_ENTITY_ID, how="left")
     return _with_labels(rows, labels).select(*MONITORING_COLUMNS)
 
 
@@ -287,13 +302,14 @@ def unpack_into(
     late_arrival: dt.timedelta,
 ) -> UnpackResult:
     """Merge the new requests of `payload` (and new labels of older rows) into monitoring `table`."""
+    served_entities = platform.read_table(SERVED_ENTITIES_TABLE, produced_by=SERVED_ENTITIES_PRODUCER)
     monitoring = platform.read_table(table) if platform.table_exists(table) else None
     before = monitoring.count() if monitoring is not None else 0
     pending = new_requests(payload, monitoring, late_arrival)
     requests = pending.count()
     relabeled = newly_labeled(monitoring, labels) if monitoring is not None else None
     relabeled_rows = relabeled.count() if relabeled is not None else 0
-    changes = unpack(pending, labels)
+    changes = unpack(pending, labels, served_entities)
     if relabeled is not None and relabeled_rows:
         changes = changes.unionByName(relabeled)
     if monitoring is None or requests or relabeled_rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import mlflow
@@ -17,6 +18,7 @@ from mlops_template.platform.task_values import DatabricksTaskValues
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from mlops_template.monitoring.quality_monitor import QualityMonitors
     from mlops_template.serving.deploy import EndpointDeployer
 
 
@@ -68,10 +70,15 @@ class DatabricksPlatform(Platform):
             "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
         )
 
-    def endpoint_deployer(self) -> EndpointDeployer:
+    def endpoint_deployer(self, *, ready_timeout: timedelta | None = None) -> EndpointDeployer:
         from mlops_template.serving.deploy import DatabricksEndpointDeployer
 
-        return DatabricksEndpointDeployer()
+        return DatabricksEndpointDeployer(timeout=ready_timeout)
+
+    def quality_monitors(self) -> QualityMonitors:
+        from mlops_template.monitoring.quality_monitor import DatabricksQualityMonitors
+
+        return DatabricksQualityMonitors()
 
     def configure_mlflow(self) -> None:
         mlflow.set_tracking_uri("databricks")

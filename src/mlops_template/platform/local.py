@@ -26,8 +26,11 @@ from mlops_template.platform.names import local_database, split_name, to_local
 from mlops_template.platform.task_values import LocalTaskValues
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from pyspark.sql import DataFrame, SparkSession
 
+    from mlops_template.monitoring.quality_monitor import QualityMonitors
     from mlops_template.serving.deploy import EndpointDeployer
 
 log = logging.getLogger(__name__)
@@ -93,12 +96,22 @@ class LocalPlatform(Platform):
             self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
 
     def merge_table(self, df: DataFrame, name: str, keys: Sequence[str]) -> None:
-        """Existing rows without a key in `df`, plus `df`, swapped in whole (see `_replace_data`)."""
+        """Existing rows without a key in `df`, plus `df`, swapped in whole (see `_replace_data`).
+
+        Keys match null-safely (`<=>`), as the Databricks MERGE on `t.k <=> s.k` does: a row
+        whose key is null is replaced by a row of `df` with the same (null) key, not duplicated.
+        """
         if not self.table_exists(name):
             self.save_table(df, name)
             return
-        existing = self.spark.table(self.table_name(name))
-        kept = existing.join(df.select(*[_quoted(key) for key in keys]), on=list(keys), how="left_anti")
+        from pyspark.sql import functions as F
+
+        existing = self.spark.table(self.table_name(name)).alias("existing")
+        incoming = df.select(*[_quoted(key) for key in keys]).alias("incoming")
+        same_key = [
+            F.col(f"existing.{_quoted(key)}").eqNullSafe(F.col(f"incoming.{_quoted(key)}")) for key in keys
+        ]
+        kept = existing.join(incoming, on=same_key, how="left_anti")
         self._replace_data(name, kept.unionByName(df))
         log.info("merged into %s by %s", name, list(keys))
 
@@ -130,19 +143,32 @@ class LocalPlatform(Platform):
         details = {row["col_name"]: row["data_type"] for row in rows}
         return details["Location"], details["Provider"]
 
-    def endpoint_deployer(self) -> EndpointDeployer:
+    def endpoint_deployer(self, *, ready_timeout: timedelta | None = None) -> EndpointDeployer:
+        """The recorded spec, checked on loopback; its check needs no wait (`ready_timeout` unused)."""
         from mlops_template.serving.local_deploy import LocalEndpointDeployer
 
         return LocalEndpointDeployer(self)
+
+    def quality_monitors(self) -> QualityMonitors:
+        from mlops_template.monitoring.quality_monitor import LocalQualityMonitors
+
+        return LocalQualityMonitors(self)
 
     @property
     def tracking_uri(self) -> str:
         return f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
+    @property
+    def registry_uri(self) -> str:
+        """The same SQLite database through the Unity Catalog-strict store (`uc_registry`)."""
+        from mlops_template.platform.uc_registry import registry_uri
+
+        return registry_uri(self.tracking_uri)
+
     def configure_mlflow(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
 
     def experiment_id(self, experiment_name: str) -> str:
         self.configure_mlflow()

@@ -20,15 +20,21 @@ from mlflow import MlflowClient
 from pyspark.sql import DataFrame
 
 from mlops_template.features.columns import LABEL, MODEL_INPUT_COLUMNS
-from mlops_template.registry.versions import CHAMPION, get_aliases, get_version, promote, set_version_tags
+from mlops_template.registry.versions import (
+    CHAMPION,
+    GATE_OUTCOME_TAG,
+    PROMOTED,
+    REJECTED,
+    get_aliases,
+    get_version,
+    promote,
+    set_version_tags,
+)
 from mlops_template.training.config import TrainingConfig
 from mlops_template.training.evaluate import RegressionMetrics, is_holdout, regression_metrics
 from mlops_template.training.model import to_model_frame
 
 log = logging.getLogger(__name__)
-
-PROMOTED = "promoted"
-REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ def _pass_reason(compared: int | None) -> str:
 def _record(result: GateResult, config: TrainingConfig) -> None:
     """Write the outcome, thresholds and compared metrics on the challenger version."""
     tags: dict[str, object] = {
-        "gate_outcome": result.outcome,
+        GATE_OUTCOME_TAG: result.outcome,
         "gate_reason": "; ".join(result.reasons),
         "gate_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "gate_max_rmse": config.max_rmse,

@@ -22,6 +22,10 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
 ROLLED_BACK = "rolled_back"
+# The validation gate records its decision on the version as tag `gate_outcome`.
+GATE_OUTCOME_TAG = "gate_outcome"
+PROMOTED = "promoted"
+REJECTED = "rejected"
 
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 
@@ -190,6 +194,6 @@ def _status(version: ModelVersion, aliases: list[str]) -> VersionStatus:
         created=dt.datetime.fromtimestamp(version.creation_timestamp / 1000, dt.UTC),
         run_id=version.run_id,
         metrics=metrics,
-        gate_outcome=tags.get("gate_outcome"),
+        gate_outcome=tags.get(GATE_OUTCOME_TAG),
         gate_reason=tags.get("gate_reason"),
     )

@@ -1,7 +1,8 @@
 """Register the sticky A/B model (`ab_model.py`) for a champion / challenger pair.
 
-The same code runs on Databricks (Unity Catalog registry) and locally (SQLite registry). A version
-whose tags match the pair, key column and share is reused, so redeploying registers nothing new.
+The same code runs on Databricks (Unity Catalog registry) and locally (the UC-strict local registry).
+A version whose tags match the pair, key column and share is reused, so redeploying registers
+nothing new.
 """
 
 from __future__ import annotations
@@ -56,10 +57,17 @@ def register_ab_model(
 
 
 def _matching_version(client: MlflowClient, name: str, tags: dict[str, str]) -> str | None:
-    for version in client.search_model_versions(f"name='{name}'"):
+    """The newest version of `name` whose tags match, if any.
+
+    Unity Catalog's `search_model_versions` returns versions without tags (MLflow's
+    `ModelVersionSearch`), so each candidate's tags are read with `get_model_version`.
+    """
+    found = client.search_model_versions(f"name='{name}'")
+    for number in sorted((int(version.version) for version in found), reverse=True):
+        version = client.get_model_version(name, str(number))
         if all(version.tags.get(key) == value for key, value in tags.items()):
-            log.info("reusing %s version %s for this champion / challenger pair", name, version.version)
-            return str(version.version)
+            log.info("reusing %s version %s for this champion / challenger pair", name, number)
+            return str(number)
     return None
 
 

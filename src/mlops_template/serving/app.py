@@ -3,7 +3,8 @@
 Routes: `POST /serving-endpoints/{name}/invocations` (traffic split by the endpoint's routes, per
 request), `POST /serving-endpoints/{name}/served-models/{served}/invocations` (one served entity),
 `GET /ping`, `GET /health`. Every invocation, answered or refused, is one inference-table record.
-Errors are JSON `{"error_code", "message"}` with a 4xx status for anything the client got wrong.
+Answers carry Databricks' `served-model-name` header. Errors are JSON `{"error_code", "message"}`:
+4xx for anything the client got wrong, 5xx when the model or the server fails on a valid request.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ from mlops_template.serving.invocation import (
 log = logging.getLogger(__name__)
 
 LOCAL_REQUESTER = "local"  # the fixed identity logged as `requester` (never the token)
-SERVED_ENTITY_HEADER = "x-served-entity"
+# The served entity that answered, as Databricks names it (read by the SDK's `QueryEndpointResponse`).
+SERVED_MODEL_NAME_HEADER = "served-model-name"
 REQUEST_ID_HEADER = "x-request-id"
+# A body over MAX_REQUEST_BYTES is read and discarded up to this size before the 413 is sent, so the
+# client, still sending, reads the answer instead of a reset; larger ones are refused unread.
+MAX_DRAIN_BYTES = 64 * 1024 * 1024
 _INLINE_PARSE_BYTES = 256 * 1024  # larger bodies are parsed in a worker thread, off the event loop
 _INTERNAL_ERROR = json.dumps(
     {"error_code": "INTERNAL_ERROR", "message": "internal error, see the server log"}
@@ -105,8 +110,12 @@ class EndpointService:
             self._authenticate(request)
         except InvocationError as error:
             return JSONResponse(error.body(), status_code=error.status)
+        healthy = all(e.table is None or e.table.stats.healthy for e in self.endpoints.values())
         return JSONResponse(
-            {"status": "ok", "endpoints": {n: _describe(e) for n, e in self.endpoints.items()}}
+            {
+                "status": "ok" if healthy else "degraded",
+                "endpoints": {name: _describe(endpoint) for name, endpoint in self.endpoints.items()},
+            }
         )
 
     async def invoke(self, request: Request) -> Response:
@@ -131,7 +140,9 @@ class EndpointService:
             self._record(endpoint, exchange, status, text)
         headers = {REQUEST_ID_HEADER: exchange.request_id}
         if exchange.served is not None:
-            headers[SERVED_ENTITY_HEADER] = exchange.served.name
+            headers[SERVED_MODEL_NAME_HEADER] = exchange.served.name
+        if status == 413:  # the body may not have been read whole: this connection cannot carry another
+            headers["connection"] = "close"
         return Response(text, status_code=status, media_type="application/json", headers=headers)
 
     async def _answer(self, request: Request, exchange: _Exchange) -> str:
@@ -144,13 +155,16 @@ class EndpointService:
             payload = await _offload(len(body), decode_body, body)
             exchange.client_request_id = client_request_id(payload)
             invocation = await _offload(len(body), parse_invocation, payload, served.schema)
+            served.check_params(invocation.params)
             try:
                 output = await predict(invocation.frame, invocation.params)
-            except InvocationError:
+            except InvocationError:  # the input does not conform to the model's schema
                 raise
-            except Exception as error:
-                log.debug("model %s failed", served.name, exc_info=True)
-                raise bad_request(f"the model could not score this input: {error}") from None
+            except Exception as error:  # a valid request the model failed on: the server's fault
+                log.error("model %s raised on a valid request", served.name, exc_info=True)
+                raise InvocationError(
+                    500, f"the model {served.name} failed: {type(error).__name__}: {error}"
+                ) from None
         response = io.StringIO()
         predictions_to_json(output, response)
         return response.getvalue()
@@ -180,7 +194,7 @@ class EndpointService:
                 execution_duration_ms=round((time.perf_counter() - exchange.started) * 1000),
                 request=request_text,
                 response=response_text,
-                served_entity_id=exchange.served.name if exchange.served else None,
+                served_entity_id=exchange.served.entity_id if exchange.served else None,
                 requester=LOCAL_REQUESTER,
                 logging_error_codes=request_codes + response_codes,
             )
@@ -216,19 +230,32 @@ def _served_model(endpoint: Endpoint, served: str | None) -> ServedModel:
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, refused with 413 when the declared or the streamed size exceeds the limit."""
+    """The body, refused with 413 when the declared or the streamed size exceeds the limit.
+
+    A body over the limit is read and discarded (up to MAX_DRAIN_BYTES) before the refusal, so a
+    client that sends it whole reads the 413. One announced with `Expect: 100-continue` is refused
+    before it is sent: the server sends `100 Continue` only when the body is first read.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        raise _too_large(int(declared))
-    chunks, size = [], 0
+        waiting = request.headers.get("expect", "").lower() == "100-continue"
+        if waiting or int(declared) > MAX_DRAIN_BYTES:
+            raise _too_large(int(declared))
+    chunks: list[bytes] = []
+    size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > MAX_REQUEST_BYTES:
-                raise _too_large(size)
-            chunks.append(chunk)
+            if size > MAX_DRAIN_BYTES:
+                break
+            if size <= MAX_REQUEST_BYTES:
+                chunks.append(chunk)
     except ClientDisconnect:
+        if size > MAX_REQUEST_BYTES:
+            raise _too_large(size) from None
         raise bad_request("the client disconnected before sending the whole body") from None
+    if size > MAX_REQUEST_BYTES:
+        raise _too_large(size)
     return b"".join(chunks)
 
 
@@ -254,6 +281,7 @@ def _describe(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "served_entities": {
             name: {
+                "served_entity_id": model.entity_id,
                 "model": model.spec.entity_name,
                 "version": model.spec.entity_version,
                 "requests": model.batcher.stats.requests,
@@ -262,5 +290,20 @@ def _describe(endpoint: Endpoint) -> dict[str, Any]:
             for name, model in endpoint.models.items()
         },
         "routes": {route.served_entity_name: route.traffic_percentage for route in endpoint.config.routes},
-        "inference_table": endpoint.config.inference_table.payload_table if endpoint.table else None,
+        "inference_table": _describe_table(endpoint),
+    }
+
+
+def _describe_table(endpoint: Endpoint) -> dict[str, Any] | None:
+    """The inference table's counters: records written, and any lost or dropped (with the last error)."""
+    if endpoint.table is None:
+        return None
+    stats = endpoint.table.stats
+    return {
+        "table": endpoint.config.inference_table.payload_table,
+        "written_records": stats.written,
+        "failed_writes": stats.failed_writes,
+        "lost_records": stats.lost,
+        "dropped_records": stats.dropped,
+        "last_error": stats.last_error,
     }

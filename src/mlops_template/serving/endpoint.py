@@ -14,8 +14,9 @@ from mlflow.types import Schema
 
 from mlops_template.serving.batching import MicroBatcher
 from mlops_template.serving.inference_table import InferenceTableWriter, local_table_dir
-from mlops_template.serving.invocation import conform
+from mlops_template.serving.invocation import check_params, conform
 from mlops_template.serving.router import TrafficRouter
+from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, ServedEntitySpec
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,18 @@ class BatchSettings:
 
 
 class ServedModel:
-    """One served entity: a registered model version and the batcher in front of it."""
+    """One served entity: a registered model version, its id and the batcher in front of it."""
 
-    def __init__(self, spec: ServedEntitySpec, model: PyFuncModel, batching: BatchSettings) -> None:
+    def __init__(
+        self, spec: ServedEntitySpec, entity_id: str, model: PyFuncModel, batching: BatchSettings
+    ) -> None:
         schema = model.metadata.get_input_schema()
         if schema is None or not schema.has_input_names():
             raise UnservableModelError(
                 f"{spec.model_uri} has no signature with named input columns: log it with a signature"
             )
         self.spec = spec
+        self.entity_id = entity_id
         self.model = model
         self.schema: Schema = schema
         self.batcher = MicroBatcher(
@@ -55,6 +59,10 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def check_params(self, params: dict[str, Any] | None) -> None:
+        """Refuse params the model's signature does not accept (a client error, checked by MLflow)."""
+        check_params(params, self.model.metadata.get_params_schema())
 
     def _predict(self, frame: pd.DataFrame, params: dict[str, Any] | None) -> Any:
         return self.model.predict(conform(frame, self.schema), params=params)
@@ -89,7 +97,8 @@ class Endpoint:
         for entity in config.served_entities:
             log.info("endpoint %s: loading %s as %s", config.name, entity.model_uri, entity.name)
             model = mlflow.pyfunc.load_model(entity.model_uri)
-            models[entity.name] = ServedModel(entity, model, batching or BatchSettings())
+            entity_id = served_entity_id(config.name, entity)
+            models[entity.name] = ServedModel(entity, entity_id, model, batching or BatchSettings())
         table = None
         if config.inference_table.enabled:
             directory = local_table_dir(state_dir, config.inference_table.payload_table)

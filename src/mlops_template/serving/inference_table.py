@@ -8,6 +8,7 @@ local deployer, which has Spark, registers that directory as the table with the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -27,7 +28,10 @@ from mlops_template.serving.spec import InferenceTableSpec
 
 log = logging.getLogger(__name__)
 
-MAX_LOGGED_PAYLOAD_BYTES = 10 * 1024 * 1024  # larger requests / responses are logged as null, like Databricks
+# AI-Gateway inference tables log requests and responses up to 10 MiB; a larger one is logged as
+# null with MAX_REQUEST_SIZE_EXCEEDED / MAX_RESPONSE_SIZE_EXCEEDED in `logging_error_codes`
+# (https://docs.databricks.com/aws/en/ai-gateway/inference-tables, "Limitations").
+MAX_LOGGED_PAYLOAD_BYTES = 10 * 1024 * 1024
 REQUEST_TOO_LARGE = "MAX_REQUEST_SIZE_EXCEEDED"
 RESPONSE_TOO_LARGE = "MAX_RESPONSE_SIZE_EXCEEDED"
 
@@ -102,11 +106,31 @@ def register_local_table(platform: LocalPlatform, spec: InferenceTableSpec) -> s
     return table
 
 
+@dataclass
+class WriterStats:
+    """What the writer did: records written, write attempts that failed, records lost or dropped."""
+
+    written: int = 0
+    failed_writes: int = 0
+    lost: int = 0  # records of a file that could not be written after every retry
+    dropped: int = 0  # records refused because the queue was full
+    last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.lost == 0 and self.dropped == 0
+
+
 class InferenceTableWriter:
     """Queues records and writes them as Parquet files from a background thread.
 
     A file is written when `flush_rows` records are waiting or `flush_seconds` after the first one;
-    `close()` writes what is left (the endpoint calls it on shutdown, SIGTERM included).
+    `close()` writes what is left (the endpoint calls it on shutdown, SIGTERM included). A failed
+    write is retried `retries` times, waiting `retry_seconds` and then twice as long each time;
+    records that still cannot be written, and records refused by a full queue, are counted in
+    `stats` (which `/health` reports) and logged as errors: nothing is lost silently. After a loss,
+    later files get one attempt each until one is written again, so a broken table cannot stall
+    the shutdown's flush.
     """
 
     def __init__(
@@ -116,15 +140,20 @@ class InferenceTableWriter:
         flush_rows: int = 1000,
         flush_seconds: float = 1.0,
         max_queued: int = 100_000,
+        retries: int = 5,
+        retry_seconds: float = 0.2,
     ) -> None:
         self.directory = directory
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.retries = retries
+        self.retry_seconds = retry_seconds
+        self.stats = WriterStats()
+        self._failing = False
         self._queue: queue.Queue[InferenceRecord | None] = queue.Queue(maxsize=max_queued)
         self._thread = threading.Thread(
             target=self._run, name=f"inference-table-{directory.name}", daemon=True
         )
-        self.dropped = 0
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -135,8 +164,8 @@ class InferenceTableWriter:
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self.dropped += 1
-            log.warning("inference table queue full: dropped a record (%d so far)", self.dropped)
+            self.stats.dropped += 1
+            log.error("inference table queue full: dropped a record (%d so far)", self.stats.dropped)
 
     def close(self) -> None:
         """Write every queued record, then stop the thread."""
@@ -148,7 +177,7 @@ class InferenceTableWriter:
         while (first := self._queue.get()) is not None:
             batch = [first]
             closing = self._collect(batch, deadline=time.monotonic() + self.flush_seconds)
-            self._write_file(batch)
+            self._write_with_retries(batch)
             if closing:
                 return
 
@@ -164,6 +193,39 @@ class InferenceTableWriter:
             batch.append(record)
         return False
 
+    def _write_with_retries(self, records: list[InferenceRecord]) -> None:
+        retries = 0 if self._failing else self.retries
+        for attempt in range(retries + 1):
+            try:
+                self._write_file(records)
+            except Exception as error:  # whatever failed, the records must be retried and accounted for
+                self.stats.failed_writes += 1
+                self.stats.last_error = f"{type(error).__name__}: {error}"
+                if attempt < retries:
+                    delay = self.retry_seconds * 2**attempt
+                    log.warning(
+                        "could not write %d inference records to %s (%s); retrying in %.1f s",
+                        len(records),
+                        self.directory,
+                        self.stats.last_error,
+                        delay,
+                    )
+                    time.sleep(delay)
+                continue
+            self.stats.written += len(records)
+            self._failing = False
+            return
+        self._failing = True
+        self.stats.lost += len(records)
+        log.error(
+            "lost %d inference records (%d so far): %d attempts to write to %s failed, last: %s",
+            len(records),
+            self.stats.lost,
+            retries + 1,
+            self.directory,
+            self.stats.last_error,
+        )
+
     def _write_file(self, records: list[InferenceRecord]) -> None:
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         temporary = self.directory / f".{name}.tmp"  # hidden: Spark skips names starting with '.'
@@ -171,8 +233,8 @@ class InferenceTableWriter:
             table = pa.Table.from_pylist([record.as_row() for record in records], schema=PAYLOAD_SCHEMA)
             pq.write_table(table, temporary)
             os.replace(temporary, self.directory / name)
-        except OSError:
-            log.exception("could not write %d inference records to %s", len(records), self.directory)
-            temporary.unlink(missing_ok=True)
-            return
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
         log.debug("wrote %d inference records to %s", len(records), name)

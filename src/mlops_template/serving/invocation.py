@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models.utils import _enforce_schema
+from mlflow.models.utils import _enforce_params_schema, _enforce_schema
 from mlflow.pyfunc.scoring_server import (
     DF_RECORDS,
     DF_SPLIT,
@@ -23,7 +23,7 @@ from mlflow.pyfunc.scoring_server import (
     _split_data_and_params,
     infer_and_parse_data,
 )
-from mlflow.types import Schema
+from mlflow.types import ParamSchema, Schema
 from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -45,11 +45,12 @@ ERROR_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    500: "INTERNAL_ERROR",
 }
 
 
 class InvocationError(Exception):
-    """A request the endpoint refuses: HTTP status, Databricks-style error code and message."""
+    """A request the endpoint refuses or fails: HTTP status, Databricks-style error code and message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -153,6 +154,14 @@ def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         raise bad_request(f"the input does not match the model's schema: {error.message}") from None
     except Exception as error:  # the values came from the client
         raise bad_request(f"the input could not be read as the model's input: {error}") from None
+
+
+def check_params(params: dict[str, Any] | None, schema: ParamSchema | None) -> None:
+    """Check `params` against the model's params schema with MLflow's own enforcement."""
+    try:
+        _enforce_params_schema(params, schema)
+    except MlflowException as error:
+        raise bad_request(f"params do not match the model's params schema: {error.message}") from None
 
 
 def _without_extra_columns(parsed: Any, schema: Schema) -> Any:

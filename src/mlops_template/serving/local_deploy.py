@@ -6,18 +6,31 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from mlops_template.serving.app import create_app
+from mlops_template.serving.app import SERVED_MODEL_NAME_HEADER, create_app
 from mlops_template.serving.deploy import EndpointDeploymentError
 from mlops_template.serving.endpoint import Endpoint, ServedModel
 from mlops_template.serving.inference_table import register_local_table
 from mlops_template.serving.invocation import parse_invocation
+from mlops_template.serving.served_entities import (
+    SERVED_ENTITIES_DDL,
+    SERVED_ENTITIES_TABLE,
+    served_entity_rows,
+)
 from mlops_template.serving.server import LocalServer
-from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs, save_endpoint_spec
+from mlops_template.serving.spec import (
+    EndpointConfig,
+    delete_endpoint_spec,
+    load_endpoint_spec,
+    load_endpoint_specs,
+    same_service,
+    save_endpoint_spec,
+)
 
 if TYPE_CHECKING:
     from mlops_template.platform import LocalPlatform
@@ -28,8 +41,9 @@ log = logging.getLogger(__name__)
 class LocalEndpointDeployer:
     """Records the spec in the local state, then serves it once on loopback to check it answers.
 
-    The check sends each served entity its model's input example and, with the inference table on,
-    registers the table in the metastore and reads the check's rows back through Spark.
+    The served entities are recorded in the local `system.serving.served_entities` table (the ids
+    the endpoint logs). The check sends each served entity its model's input example and, with the
+    inference table on, registers the table in the metastore and reads the check's rows back.
     """
 
     def __init__(self, platform: LocalPlatform) -> None:
@@ -40,6 +54,7 @@ class LocalEndpointDeployer:
         platform.configure_mlflow()
         path = save_endpoint_spec(platform.state_dir, config)
         log.info("recorded endpoint %s in %s", config.name, path)
+        record_served_entities(platform, config)
         if config.inference_table.enabled:
             register_local_table(platform, config.inference_table)
         endpoint = Endpoint.load(config, platform.state_dir)
@@ -48,6 +63,15 @@ class LocalEndpointDeployer:
         if config.inference_table.enabled:
             self._check_logged(config, request_ids)
         log.info("endpoint %s answers; serve it with `mlops serve -t %s`", config.name, platform.target)
+
+    def serves(self, config: EndpointConfig) -> bool:
+        """Whether the recorded spec already serves `config` (`spec.same_service`)."""
+        recorded = load_endpoint_spec(self._platform.state_dir, config.name)
+        return recorded is not None and same_service(recorded, config)
+
+    def delete(self, name: str) -> bool:
+        """Forget the recorded endpoint; False when none was recorded."""
+        return delete_endpoint_spec(self._platform.state_dir, name)
 
     def query(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Serve the recorded endpoint on loopback for one request (like `mlops serve` does)."""
@@ -67,7 +91,8 @@ class LocalEndpointDeployer:
                 method="POST",
             )
             with urllib.request.urlopen(request, timeout=120) as response:
-                return {**json.loads(response.read()), "served_entity": response.headers["x-served-entity"]}
+                served = response.headers[SERVED_MODEL_NAME_HEADER]
+                return {**json.loads(response.read()), SERVED_MODEL_NAME_HEADER: served}
 
     def _check_logged(self, config: EndpointConfig, request_ids: list[str]) -> None:
         table = self._platform.table_name(config.inference_table.payload_table)
@@ -80,6 +105,19 @@ class LocalEndpointDeployer:
                 f"the inference table {config.inference_table.payload_table} has {found} of the "
                 f"{len(request_ids)} check requests"
             )
+
+
+def record_served_entities(platform: LocalPlatform, config: EndpointConfig) -> None:
+    """Append `config`'s served entities not recorded yet to the local `system.serving.served_entities`
+    (a change history, as on Databricks), so monitoring can name the ids the endpoint logs."""
+    rows = platform.spark.createDataFrame(
+        served_entity_rows(config, datetime.now(UTC)), schema=SERVED_ENTITIES_DDL
+    )
+    if platform.table_exists(SERVED_ENTITIES_TABLE):
+        known = platform.read_table(SERVED_ENTITIES_TABLE).select("served_entity_id")
+        rows = rows.join(known, on="served_entity_id", how="left_anti")
+    if not rows.isEmpty():
+        platform.save_table(rows, SERVED_ENTITIES_TABLE, mode="append")
 
 
 def _warm_up(url: str, endpoint: str, model: ServedModel) -> str:

@@ -33,6 +33,8 @@ ENDPOINTS_DIR = "endpoints"
 _NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 WorkloadSize = Literal["Small", "Medium", "Large"]
+# The serving endpoint permission levels (databricks-sdk `ServingEndpointPermissionLevel`).
+PermissionLevel = Literal["CAN_MANAGE", "CAN_QUERY", "CAN_VIEW"]
 
 
 class _Spec(BaseModel):
@@ -95,6 +97,13 @@ class InferenceTableSpec(_Spec):
         return f"{self.catalog_name}.{self.schema_name}.{self.table_name_prefix}_payload"
 
 
+class PermissionSpec(_Spec):
+    """A group's permission on the endpoint, granted on top of the permissions it already has."""
+
+    group_name: str = Field(min_length=1)
+    permission_level: PermissionLevel = "CAN_QUERY"
+
+
 class EndpointConfig(_Spec):
     """Everything needed to create or update one serving endpoint."""
 
@@ -105,6 +114,7 @@ class EndpointConfig(_Spec):
     sticky_ab: StickyABSpec | None = None
     inference_table: InferenceTableSpec
     tags: dict[str, str] = Field(default_factory=dict)
+    permissions: list[PermissionSpec] = Field(default_factory=list)
 
     @field_validator("model_name")
     @classmethod
@@ -178,9 +188,11 @@ def endpoint_config(
     inference_table: InferenceTableSpec,
     git_sha: str,
     sticky_ab: StickyABSpec | None = None,
+    query_group: str = "",
 ) -> EndpointConfig:
     """The endpoint serving the champion, plus the challenger with its traffic share when both are
-    given, or else the sticky A/B model as its only served entity when `sticky_ab` is given."""
+    given, or else the sticky A/B model as its only served entity when `sticky_ab` is given.
+    A `query_group` gets CAN_QUERY on the endpoint."""
     if not 0 <= challenger_traffic_percent <= 100:
         raise ValueError(
             f"the challenger's traffic percent must be within 0..100, got {challenger_traffic_percent}"
@@ -220,7 +232,15 @@ def endpoint_config(
         sticky_ab=sticky_ab,
         inference_table=inference_table,
         tags=tags,
+        permissions=[PermissionSpec(group_name=query_group)] if query_group else [],
     )
+
+
+def same_service(deployed: EndpointConfig, wanted: EndpointConfig) -> bool:
+    """Whether `deployed` already serves what `wanted` asks: the same served entities, traffic
+    routes, inference table and permissions (tags such as the git sha are not compared)."""
+    fields = {"served_entities", "routes", "inference_table", "permissions"}
+    return deployed.model_dump(include=fields) == wanted.model_dump(include=fields)
 
 
 def build_endpoint_config(config: EndpointConfig) -> DatabricksEndpointRequest:
@@ -270,6 +290,21 @@ def save_endpoint_spec(state_dir: Path, config: EndpointConfig) -> Path:
     temporary.write_text(config.model_dump_json(indent=2))
     os.replace(temporary, path)
     return path
+
+
+def load_endpoint_spec(state_dir: Path, endpoint_name: str) -> EndpointConfig | None:
+    """The spec recorded for `endpoint_name`, or None when none is."""
+    path = endpoint_spec_path(state_dir, endpoint_name)
+    return EndpointConfig.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def delete_endpoint_spec(state_dir: Path, endpoint_name: str) -> bool:
+    """Forget the recorded spec of `endpoint_name`; False when none was recorded."""
+    path = endpoint_spec_path(state_dir, endpoint_name)
+    if not path.is_file():
+        return False
+    path.unlink()
+    return True
 
 
 def load_endpoint_specs(state_dir: Path) -> list[EndpointConfig]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from mlflow import MlflowClient
 from pydantic import Field, model_validator
 
 from mlops_template.platform import Platform
+from mlops_template.registry.versions import GATE_OUTCOME_TAG, REJECTED
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.spec import (
     EndpointConfig,
     InferenceTableSpec,
+    MissingChampionError,
     StickyABSpec,
     WorkloadSize,
     endpoint_config,
@@ -36,6 +39,8 @@ class DeployConfig(TaskConfig):
     ab_challenger_share: float = Field(default=0.5, gt=0, lt=1)
     experiment_name: str = ""  # where the A/B model is logged (needed with --ab-key-column)
     git_sha: str = ""
+    query_group: str = ""  # a group granted CAN_QUERY on the endpoint; empty: none
+    ready_timeout_minutes: int = Field(default=45, gt=0)  # per wait for a config update
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> DeployConfig:
@@ -54,13 +59,36 @@ class DeployConfig(TaskConfig):
 
 
 def run(platform: Platform, config: DeployConfig) -> None:
-    platform.endpoint_deployer().deploy(endpoint_spec(platform, config))
+    """Deploy the wanted endpoint unless it already serves it (the task runs after every validation).
+
+    Without a champion yet (the first challenger was rejected) there is nothing to serve: the task
+    says so and succeeds, and the first run whose challenger passes the gate deploys the endpoint.
+    """
+    deployer = platform.endpoint_deployer(ready_timeout=timedelta(minutes=config.ready_timeout_minutes))
+    try:
+        spec = endpoint_spec(platform, config)
+    except MissingChampionError as error:
+        log.warning("nothing to deploy: %s", error)
+        return
+    served = ", ".join(
+        f"{entity.entity_name} v{entity.entity_version} {route.traffic_percentage}%"
+        for entity, route in zip(spec.served_entities, spec.routes, strict=True)
+    )
+    if deployer.serves(spec):
+        log.info("endpoint %s already serves %s: nothing to deploy", spec.name, served)
+        return
+    log.info("endpoint %s does not serve %s yet: deploying", spec.name, served)
+    deployer.deploy(spec)
 
 
 def endpoint_spec(platform: Platform, config: DeployConfig) -> EndpointConfig:
     """The endpoint the task deploys: champion (+ challenger or the sticky A/B model), table, tags."""
     platform.configure_mlflow()
-    champion, challenger = served_versions(MlflowClient(), config.model_name)
+    client = MlflowClient()
+    champion, challenger = served_versions(client, config.model_name)
+    if challenger is not None and _rejected(client, config.model_name, challenger):
+        log.info("challenger version %s was rejected by the validation gate: not served", challenger)
+        challenger = None
     log.info("champion: version %s; challenger: %s", champion, challenger or "none")
     sticky_ab = _sticky_ab(platform, config, champion, challenger)
     return endpoint_config(
@@ -79,7 +107,13 @@ def endpoint_spec(platform: Platform, config: DeployConfig) -> EndpointConfig:
         ),
         git_sha=config.git_sha or "unknown",
         sticky_ab=sticky_ab,
+        query_group=config.query_group,
     )
+
+
+def _rejected(client: MlflowClient, model_name: str, version: str) -> bool:
+    """Whether the validation gate rejected this version (its `gate_outcome` tag)."""
+    return client.get_model_version(model_name, version).tags.get(GATE_OUTCOME_TAG) == REJECTED
 
 
 def _sticky_ab(

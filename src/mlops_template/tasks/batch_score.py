@@ -1,4 +1,8 @@
-"""Task `batch_score`: score trips with the champion through spark_udf into a predictions table."""
+"""Task `batch_score`: score trips with the champion through spark_udf into a predictions table.
+
+Before any version has passed the validation gate there is no champion: the task says so and
+succeeds without scoring (the first run of a pipeline whose challenger was rejected).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pyspark.sql import functions as F
 
 from mlops_template.features.lookups import build_feature_set
 from mlops_template.platform import Platform
-from mlops_template.scoring.batch import PREDICTION_KEYS, resolve_alias, score
+from mlops_template.scoring.batch import PREDICTION_KEYS, NoModelVersionError, resolve_alias, score
 from mlops_template.tasks.common import OptionalTimestamp, TaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
@@ -28,7 +32,11 @@ class BatchScoreConfig(TaskConfig):
 
 def run(platform: Platform, config: BatchScoreConfig) -> None:
     platform.configure_mlflow()
-    model = resolve_alias(config.model_name, config.alias)
+    try:
+        model = resolve_alias(config.model_name, config.alias)
+    except NoModelVersionError as error:
+        log.warning("nothing scored: %s (no version has passed the validation gate yet)", error)
+        return
     trips = platform.read_table(config.trips_table, produced_by="task prepare_data of job pipeline")
     if config.start is not None:
         trips = trips.where(F.col("tpep_pickup_datetime") >= F.lit(config.start))
@@ -46,7 +54,6 @@ def run(platform: Platform, config: BatchScoreConfig) -> None:
         model.name,
         model.version,
     )
-    platform.task_values.set("scored_model_version", model.version)
 
 
 main = task_entry_point(BatchScoreConfig, run)

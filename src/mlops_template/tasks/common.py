@@ -1,4 +1,5 @@
-"""What every task entry point shares: argv parsing into a typed config, logging, the platform."""
+"""What every task entry point shares: argv (wheel tasks) or widgets (notebook tasks) parsed into a
+typed config, logging, the platform."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -77,6 +78,26 @@ def build_config(config_type: type[ConfigT], argv: Sequence[str]) -> ConfigT:
             f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in error.errors()
         )
         raise TaskArgumentError(f"bad parameters for {config_type.__name__}: {problems}") from None
+
+
+class NotebookWidgets(Protocol):
+    """The part of `dbutils.widgets` a notebook task reads its parameters with."""
+
+    def text(self, name: str, defaultValue: str, label: str | None = None) -> None: ...
+
+    def get(self, name: str) -> str: ...
+
+
+def config_from_widgets(config_type: type[ConfigT], widgets: NotebookWidgets) -> ConfigT:
+    """A notebook task's config: one text widget per field ("" or absent: the field's default)."""
+    for name in config_type.model_fields:
+        widgets.text(name, "")
+    values = {name: value for name in config_type.model_fields if (value := widgets.get(name)) != ""}
+    try:
+        return config_type.model_validate(values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise TaskArgumentError(f"bad notebook parameters for {config_type.__name__}: {problems}") from None
 
 
 def task_entry_point(

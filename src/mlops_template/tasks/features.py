@@ -35,10 +35,10 @@ class FeaturesConfig(TaskConfig):
 def run(platform: Platform, config: FeaturesConfig) -> None:
     trips = platform.read_table(config.trips_table, produced_by="task prepare_data of job pipeline")
     tables = [
-        ("pickup_features_rows", config.pickup_features_table, pickup_features, PICKUP_DESCRIPTION),
-        ("dropoff_features_rows", config.dropoff_features_table, dropoff_features, DROPOFF_DESCRIPTION),
+        (config.pickup_features_table, pickup_features, PICKUP_DESCRIPTION),
+        (config.dropoff_features_table, dropoff_features, DROPOFF_DESCRIPTION),
     ]
-    for value_name, table, transform, description in tables:
+    for table, transform, description in tables:
         platform.feature_store.write_table(
             table,
             transform(trips, config.start, config.end),
@@ -48,7 +48,6 @@ def run(platform: Platform, config: FeaturesConfig) -> None:
         )
         rows = platform.read_table(table).count()
         log.info("feature table %s has %d rows", table, rows)
-        platform.task_values.set(value_name, rows)
 
 
 main = task_entry_point(FeaturesConfig, run)

@@ -1,4 +1,9 @@
-"""Task `check` of job monitoring: set task value `retrain` ("true" / "false") and its reasons."""
+"""Task `check` of job monitoring: whether to retrain, and why.
+
+A notebook task (notebooks/tasks/monitor_check.py) runs it and sets the task values `retrain`
+("true" / "false") and `reasons` that the job's condition task reads: only notebooks may set
+task values on Databricks.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from mlops_template.monitoring.config import MonitoringThresholds, ThresholdsPar
 from mlops_template.monitoring.metrics import metrics_frame
 from mlops_template.monitoring.tables import Granularity
 from mlops_template.platform import Platform
-from mlops_template.tasks.common import TaskConfig, task_entry_point
+from mlops_template.tasks.common import TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -23,22 +28,16 @@ class MonitorCheckConfig(TaskConfig):
     thresholds: ThresholdsParam = Field(default_factory=MonitoringThresholds)
 
 
-def _decision(platform: Platform, config: MonitorCheckConfig) -> RetrainDecision:
+def decide_retrain(platform: Platform, config: MonitorCheckConfig) -> RetrainDecision:
+    """The retrain decision over the drift metrics table (no metrics yet: no retraining)."""
     if not platform.table_exists(config.metrics_table):
-        return RetrainDecision(False, [f"no drift metrics yet in {config.metrics_table}"])
-    metrics = metrics_frame(platform.read_table(config.metrics_table), config.granularity)
-    not_before = None
-    if config.model_name:
-        platform.configure_mlflow()
-        not_before = latest_version_time(config.model_name)
-    return decide(metrics, config.thresholds, not_before)
-
-
-def run(platform: Platform, config: MonitorCheckConfig) -> None:
-    decision = _decision(platform, config)
+        decision = RetrainDecision(False, [f"no drift metrics yet in {config.metrics_table}"])
+    else:
+        metrics = metrics_frame(platform.read_table(config.metrics_table), config.granularity)
+        not_before = None
+        if config.model_name:
+            platform.configure_mlflow()
+            not_before = latest_version_time(config.model_name)
+        decision = decide(metrics, config.thresholds, not_before)
     log.info("retrain: %s; %s", decision.retrain, "; ".join(decision.reasons))
-    platform.task_values.set("retrain", "true" if decision.retrain else "false")
-    platform.task_values.set("reasons", decision.reasons)
-
-
-main = task_entry_point(MonitorCheckConfig, run)
+    return decision

@@ -44,7 +44,6 @@ def run(platform: Platform, config: MonitorDriftConfig) -> None:
         log.warning(
             "no monitoring table %s (no request unpacked yet): nothing to measure", config.monitoring_table
         )
-        platform.task_values.set("windows", 0)
         return
     baseline = baseline_sample(
         platform,
@@ -57,7 +56,6 @@ def run(platform: Platform, config: MonitorDriftConfig) -> None:
     metrics = window_metrics(
         platform.read_table(config.monitoring_table), baseline, config.settings, computed_at
     )
-    platform.task_values.set("windows", int(metrics["window_start"].nunique()))
     if metrics.empty:
         log.warning("%s has no rows: nothing to measure", config.monitoring_table)
         return
@@ -75,7 +73,7 @@ def run(platform: Platform, config: MonitorDriftConfig) -> None:
         },
         tags={"bundle_target": config.bundle_target, "job_run_id": config.job_run_id},
     )
-    platform.task_values.set("mlflow_run_id", run_id)
+    log.info("%d windows measured, logged as MLflow run %s", metrics["window_start"].nunique(), run_id)
 
 
 main = task_entry_point(MonitorDriftConfig, run)

@@ -35,7 +35,6 @@ def run(platform: Platform, config: MonitorUnpackConfig) -> None:
             "inference tables are disabled for this target (inference_table_enabled=false): "
             "nothing to unpack; deploy with --var inference_table_enabled=true to monitor"
         )
-        platform.task_values.set("unpacked_requests", 0)
         return
     payload = read_fresh(platform, config.payload_table, produced_by=PAYLOAD_PRODUCER)
     labels = read_labels(platform, config.ground_truth_table)
@@ -46,9 +45,12 @@ def run(platform: Platform, config: MonitorUnpackConfig) -> None:
         labels,
         late_arrival=dt.timedelta(minutes=config.late_arrival_minutes),
     )
-    platform.task_values.set("unpacked_requests", result.requests)
-    platform.task_values.set("unpacked_rows", result.rows)
-    platform.task_values.set("relabeled_rows", result.relabeled)
+    log.info(
+        "unpacked %d requests (%d rows), relabeled %d rows",
+        result.requests,
+        result.rows,
+        result.relabeled,
+    )
 
 
 main = task_entry_point(MonitorUnpackConfig, run)

@@ -70,7 +70,6 @@ def run(platform: Platform, config: PrepareDataConfig) -> None:
     platform.save_table(cleaned, config.output_table)
     kept = platform.read_table(config.output_table).count()
     log.info("kept %d trips in %s", kept, config.output_table)
-    platform.task_values.set("trips_rows", kept)
 
 
 main = task_entry_point(PrepareDataConfig, run)

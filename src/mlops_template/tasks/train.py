@@ -1,4 +1,7 @@
-"""Task `train`: build the point-in-time training set, train, log to MLflow, register as challenger."""
+"""Task `train`: build the point-in-time training set, train, log to MLflow, register as challenger.
+
+The new version gets the alias `challenger`, which task `validate_model` reads.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +46,7 @@ def run(platform: Platform, config: TrainConfig) -> None:
         git_sha=config.git_sha,
     )
     training_run = log_training_run(platform.experiment_id(config.experiment_name), trained, context)
-    version = register_challenger(config.model_name, training_run)
-    platform.task_values.set("model_version", version)
+    register_challenger(config.model_name, training_run)
 
 
 main = task_entry_point(TrainConfig, run)
