@@ -33,7 +33,7 @@ from mlops_template.serving.spec import (
     served_versions,
 )
 from mlops_template.serving.task import DeployConfig, run
-from mlops_template.tasks.common import build_config
+from mlops_template.tasks.common import TaskArgumentError, build_config
 from test_serving_support import deploy_champion_and_challenger, register_fare_model
 
 MODEL = "test.serving_spec.fare_model"
@@ -236,3 +236,13 @@ def test_the_deploy_task_deploys_only_when_the_endpoint_does_not_serve_the_wante
     deployed = load_endpoint_spec(platform.state_dir, endpoint)
     assert [r.traffic_percentage for r in deployed.routes] == [70, 30]
     assert deployed.permissions == []
+
+
+@pytest.mark.parametrize("name", ["taxi-fare-dev-józef", "taxi fare", "t" * 64])
+def test_the_deploy_task_refuses_an_endpoint_name_databricks_refuses_before_touching_anything(name):
+    """Endpoint names: "alphanumeric characters, dashes, and underscores" (databricks-sdk serving.py,
+    CreateServingEndpoint.name). The dev name carries `${workspace.current_user.short_name}`, which keeps
+    Unicode letters (databricks/cli libs/textutil), so the task says how to choose another name."""
+    arguments = ["--model-name=a.b.c", "--catalog=a", "--schema=b", f"--endpoint-name={name}"]
+    with pytest.raises(TaskArgumentError, match=r"not a valid serving endpoint name.*--var endpoint_name"):
+        build_config(DeployConfig, arguments)

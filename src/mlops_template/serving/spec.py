@@ -8,6 +8,7 @@ where `mlops serve` reads it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ENDPOINTS_DIR = "endpoints"
 _NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+# "An endpoint name can consist of alphanumeric characters, dashes, and underscores"
+# (databricks-sdk serving.py, CreateServingEndpoint.name).
+ENDPOINT_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 WorkloadSize = Literal["Small", "Medium", "Large"]
 # The serving endpoint permission levels (databricks-sdk `ServingEndpointPermissionLevel`).

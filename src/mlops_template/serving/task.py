@@ -6,12 +6,13 @@ import logging
 from datetime import timedelta
 
 from mlflow import MlflowClient
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlops_template.platform import Platform
 from mlops_template.registry.versions import GATE_OUTCOME_TAG, REJECTED
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.spec import (
+    ENDPOINT_NAME_PATTERN,
     EndpointConfig,
     InferenceTableSpec,
     MissingChampionError,
@@ -41,6 +42,16 @@ class DeployConfig(TaskConfig):
     git_sha: str = ""
     query_group: str = ""  # a group granted CAN_QUERY on the endpoint; empty: none
     ready_timeout_minutes: int = Field(default=45, gt=0)  # per wait for a config update
+
+    @field_validator("endpoint_name")
+    @classmethod
+    def _valid_endpoint_name(cls, name: str) -> str:
+        if not ENDPOINT_NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"'{name}' is not a valid serving endpoint name (ASCII letters, digits, '-' and '_', at most "
+                "63 characters); in dev it carries your user name: deploy with --var endpoint_name=<name>"
+            )
+        return name
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> DeployConfig:
