@@ -9,9 +9,7 @@ import posixpath
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -20,6 +18,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Job, JobSettings
 
+from loopback import loopback_workspace
 from mlops_template.bundle.deployment import read_deployment
 from mlops_template.bundle.loader import BundleError, ResolvedBundle, ResourceId, load_bundle
 from mlops_template.notebook import notebook_bundle
@@ -188,26 +187,8 @@ class FakeJobs:
 @pytest.fixture
 def fake_jobs() -> Iterator[tuple[FakeJobs, WorkspaceClient]]:
     fake = FakeJobs({})
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, answer = fake.handle("GET", self.path)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = WorkspaceClient(host=f"http://127.0.0.1:{server.server_address[1]}", token="dapi-test-token")
-    yield fake, client
-    server.shutdown()
-    server.server_close()
+    with loopback_workspace(lambda method, path, _body: fake.handle(method, path)) as host:
+        yield fake, WorkspaceClient(host=host, token="dapi-test-token")
 
 
 def deployed_copy(tmp_path: Path, target: str, job_ids: dict[str, int]) -> Path:

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from databricks.sdk.service.catalog import (
 )
 from pydantic import ValidationError
 
+from loopback import authenticate_to, loopback_workspace, without_query
 from mlops_template.bundle.loader import load_bundle
 from mlops_template.bundle.runner import LocalJobRunner, TaskStatus
 from mlops_template.monitoring.quality_monitor import (
@@ -108,35 +106,9 @@ class FakeMonitors:
 @pytest.fixture
 def fake_monitors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[FakeMonitors, str]]:
     fake = FakeMonitors({"prod.taxi.fares_monitoring"})
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else {}
-            status, answer = fake.handle(self.command, self.path.split("?")[0], body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"http://127.0.0.1:{server.server_address[1]}"
-    for variable in [v for v in os.environ if v.startswith("DATABRICKS_")]:
-        monkeypatch.delenv(variable)
-    monkeypatch.setenv("DATABRICKS_HOST", host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-test-token")
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no.databrickscfg"))
-    yield fake, host
-    server.shutdown()
-    server.server_close()
+    with loopback_workspace(without_query(fake.handle)) as host:
+        authenticate_to(monkeypatch, host, tmp_path)
+        yield fake, host
 
 
 def _databricks(host: str) -> DatabricksQualityMonitors:

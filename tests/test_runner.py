@@ -4,13 +4,12 @@ parameter pushdown, failures; and the jobs of the real bundle as the runner sees
 from __future__ import annotations
 
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loopback import loopback_workspace
 from mlops_template.bundle.loader import load_bundle
 from mlops_template.bundle.local_dbutils import LocalWidgets
 from mlops_template.bundle.runner import (
@@ -268,21 +267,6 @@ def test_a_notebook_path_must_be_a_source_notebook_of_the_bundle(local, log_file
         assert message in result.task("nb").error
 
 
-class _NoWorkspace(BaseHTTPRequestHandler):
-    """A loopback "workspace" that knows nothing: the SDK's host-metadata lookup gets a quick 404."""
-
-    def do_GET(self) -> None:
-        body = b'{"error_code": "NOT_FOUND", "message": "no such page"}'
-        self.send_response(404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_databricks_task_values_refuse_to_run_outside_a_databricks_notebook(monkeypatch, tmp_path):
     """Outside a notebook `databricks.sdk.runtime.dbutils` is the SDK's stand-in, whose
     `taskValues.set` silently does nothing (databricks/sdk/dbutils.py, _TaskValuesUtil), or
@@ -293,17 +277,14 @@ def test_databricks_task_values_refuse_to_run_outside_a_databricks_notebook(monk
     monkeypatch.delitem(sys.modules, "databricks.sdk.runtime", raising=False)
     with pytest.raises(TaskValuesUnavailableError, match=r"is not one .*: default auth"):
         DatabricksTaskValues().set("retrain", "true")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoWorkspace)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{server.server_address[1]}")
+    # A loopback "workspace" that knows nothing: the SDK's host-metadata lookup gets a quick 404.
+    nothing = (404, {"error_code": "NOT_FOUND", "message": "no such page"})
+    with loopback_workspace(lambda *_: nothing) as host:
+        monkeypatch.setenv("DATABRICKS_HOST", host)
         monkeypatch.setenv("DATABRICKS_TOKEN", "not-a-token")
         monkeypatch.delitem(sys.modules, "databricks.sdk.runtime", raising=False)
         with pytest.raises(TaskValuesUnavailableError, match="ignores taskValues.set"):
             DatabricksTaskValues().set("retrain", "true")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_failing_task_stops_its_dependents_but_not_all_done_ones(local, log_file):

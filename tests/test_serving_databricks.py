@@ -10,15 +10,11 @@ help, cmd/workspace/serving-endpoints/serving-endpoints.go).
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -35,6 +31,7 @@ from databricks.sdk.service.serving import (
     TrafficConfig,
 )
 
+from loopback import authenticate_to, loopback_workspace, without_query
 from mlops_template.platform import DatabricksPlatform
 from mlops_template.serving.deploy import (
     DEFAULT_READY_TIMEOUT,
@@ -155,43 +152,13 @@ def _grant(*, level: str, **principal: str) -> dict[str, Any]:
     return {**principal, "all_permissions": [{"permission_level": level, "inherited": False}]}
 
 
-def _handler(fake: FakeServing) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else {}
-            status, answer = fake.handle(self.command, self.path.split("?")[0], body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def fake_workspace(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[tuple[FakeServing, str]]:
     """The fake on an ephemeral loopback port; Databricks auth from the environment points at it."""
     fake = FakeServing()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host = f"http://127.0.0.1:{server.server_address[1]}"
-    for variable in [v for v in os.environ if v.startswith("DATABRICKS_")]:
-        monkeypatch.delenv(variable)
-    monkeypatch.setenv("DATABRICKS_HOST", host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-test-token")
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no.databrickscfg"))
-    yield fake, host
-    server.shutdown()
-    server.server_close()
+    with loopback_workspace(without_query(fake.handle)) as host:
+        authenticate_to(monkeypatch, host, tmp_path)
+        yield fake, host
 
 
 def _deployer(host: str, timeout: timedelta = timedelta(seconds=30)) -> DatabricksEndpointDeployer:
