@@ -105,7 +105,7 @@ def test_every_request_format_becomes_one_row_per_prediction(platform, spark, ta
     result = unpack_into(platform, payload(spark, records), table, None, LATE)
     rows = platform.read_table(table)
     assert rows.columns == MONITORING_COLUMNS
-    assert (result.requests, result.rows, result.relabeled) == (4, 12, 0)
+    assert (result.requests, result.rows, result.completed) == (4, 12, 0)
     frame = rows.toPandas()
     for request_format in FORMATS:
         one = frame[frame["request_format"] == request_format].sort_values("row_index")
@@ -186,7 +186,7 @@ def test_labels_join_now_and_later_from_the_ground_truth_files(platform, spark, 
     assert labels == {1: 7.5, 2: None, BIG_TRIP_ID: 30.0}
     write_ground_truth(directory, pd.DataFrame({"trip_id": [2], "fare_amount": [12.0]}))
     result = unpack_into(platform, payload(spark, records), table, read_labels(platform, truth), LATE)
-    assert (result.requests, result.relabeled) == (0, 1)
+    assert (result.requests, result.completed) == (0, 1)
     assert dict(platform.read_table(table).select("trip_id", "fare_amount").collect())[2] == 12.0
     assert read_labels(platform, "test.monitoring_unpack.no_truth") is None
 
@@ -202,3 +202,39 @@ def test_the_task_skips_disabled_inference_tables_and_names_a_missing_one(platfo
     enabled = build_config(monitor_unpack.MonitorUnpackConfig, argv[:2])
     with pytest.raises(MissingTableError, match="_payload does not exist.*inference tables on"):
         monitor_unpack.run(platform, enabled)
+
+
+def test_a_version_recorded_after_the_request_is_filled_in_by_a_later_run(platform, spark, table):
+    """`system.serving.served_entities` fills with a delay on Databricks: a row unpacked before its
+    served entity is known keeps an empty version until a later run completes it."""
+    later = _config("11")
+    request = answered(
+        trips(40, 1), "inputs", T0, served=served_entity_id(ENDPOINT, later.served_entities[0])
+    )
+    unpack_into(platform, payload(spark, [request]), table, None, LATE)
+    assert platform.read_table(table).first()["model_version"] is None
+    record_served_entities(platform, later)
+    result = unpack_into(platform, payload(spark, [request]), table, None, LATE)
+    assert (result.requests, result.completed) == (0, 1)
+    assert platform.read_table(table).first()["model_version"] == "11"
+
+
+def test_without_the_served_entities_table_unpack_goes_on_and_says_what_to_grant(
+    platform, spark, table, caplog
+):
+    """On Databricks only account admins may query `system.serving.served_entities` until they grant
+    SELECT (https://docs.databricks.com/aws/en/ai-gateway/configure-ai-gateway-endpoints): monitoring
+    must not fail for it."""
+    local = platform.table_name(SERVED_ENTITIES_TABLE)
+    spark.sql(f"ALTER TABLE {local} RENAME TO {local}_hidden")
+    try:
+        with caplog.at_level("WARNING", logger="mlops_template.monitoring.unpack"):
+            result = unpack_into(
+                platform, payload(spark, [answered(trips(50, 2), "inputs", T0)]), table, None, LATE
+            )
+    finally:
+        spark.sql(f"ALTER TABLE {local}_hidden RENAME TO {local}")
+    assert result.rows == 2
+    assert {row["model_version"] for row in platform.read_table(table).collect()} == {None}
+    assert "grants the job's principal SELECT" in caplog.text
+    assert unpack_into(platform, payload(spark, []), table, None, LATE).completed == 2

@@ -485,6 +485,27 @@ def test_an_unmet_failure_handling_run_if_excludes_the_task_and_the_job_succeeds
     assert logged_tasks(log_file) == ["ok", "join"]
 
 
+def test_an_excluded_dependency_beside_a_successful_one_counts_as_success(local, log_file):
+    """ "Excluded tasks are skipped and are treated as successful"; only a task whose dependencies
+    are all excluded is excluded (https://docs.databricks.com/jobs/run-if.html)."""
+    job = {
+        "tasks": [
+            wheel("ok"),
+            {"task_key": "no", "condition_task": {"op": "EQUAL_TO", "left": "a", "right": "b"}},
+            wheel("branch", depends_on=[{"task_key": "no", "outcome": "true"}]),
+            wheel("join", depends_on=[{"task_key": "ok"}, {"task_key": "branch"}]),
+            wheel("after_branch", depends_on=[{"task_key": "branch"}]),
+        ]
+    }
+    statuses = {t.task_key: t.status for t in run(local, {"job": job}).tasks}
+    assert (statuses["branch"], statuses["join"], statuses["after_branch"]) == (
+        TaskStatus.EXCLUDED,
+        TaskStatus.SUCCESS,
+        TaskStatus.EXCLUDED,
+    )
+    assert logged_tasks(log_file) == ["ok", "join"]
+
+
 def test_the_check_notebook_of_the_real_monitoring_job_reads_its_parameters_from_widgets():
     """The monitoring job's `check` is a notebook task (it sets the task value retrain_gate reads):
     its base_parameters plus the job's pushed-down parameters make a valid config."""

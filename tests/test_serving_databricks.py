@@ -56,6 +56,7 @@ class FakeServing:
     def __init__(self, *, polls_until_ready: int = 1, outcome: str = "NOT_UPDATING") -> None:
         self.polls_until_ready = polls_until_ready
         self.outcome = outcome
+        self.ready: str | None = None  # set: the readiness after a settled update, whatever its outcome
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.acls: dict[str, list[dict[str, Any]]] = {}
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
@@ -143,7 +144,7 @@ class FakeServing:
             self._pending[name] -= poll
             return {"ready": "NOT_READY", "config_update": "IN_PROGRESS"}
         return {
-            "ready": "READY" if self.outcome == "NOT_UPDATING" else "NOT_READY",
+            "ready": self.ready or ("READY" if self.outcome == "NOT_UPDATING" else "NOT_READY"),
             "config_update": self.outcome,
         }
 
@@ -339,7 +340,20 @@ def test_an_endpoint_already_serving_the_config_is_not_updated_again(fake_worksp
 
     calls = len(fake.calls)
     deployer.deploy(config)
-    assert [m for m, _, _ in fake.calls[calls:]] == ["GET", "GET"]  # existence check, waiter: no writes
+    assert [m for m, _, _ in fake.calls[calls:]] == ["GET"]  # the existence check alone: no wait, no writes
+
+
+def test_a_failed_earlier_update_does_not_block_a_deploy_of_what_is_served(fake_workspace):
+    """After an update ends UPDATE_FAILED the endpoint keeps serving its previous config, READY
+    (EndpointStateConfigUpdate, databricks/sdk/service/serving.py): a deploy of that config (say,
+    after a rollback) has nothing to wait for, and must not fail on the old update's outcome."""
+    fake, host = fake_workspace
+    deployer = _deployer(host)
+    deployer.deploy(_config())
+    fake.outcome, fake.ready = "UPDATE_FAILED", "READY"
+    deployer.deploy(_config(query_group="readers"))
+    assert len(fake.bodies("PUT", "/config")) == 0
+    assert fake.bodies("PATCH", "/id-fares-prod")[-1]["access_control_list"][0]["group_name"] == "readers"
 
 
 def test_the_query_group_gets_can_query_and_the_creator_keeps_can_manage(fake_workspace):

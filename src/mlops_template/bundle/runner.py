@@ -259,16 +259,15 @@ def run_if_met(run_if: str, statuses: list[TaskStatus]) -> bool:
 def gate_status(run_if: str, statuses: list[TaskStatus]) -> TaskStatus | None:
     """None if a task whose dependencies ended in `statuses` runs, else the status it gets instead.
 
-    As the Jobs service does: a task whose dependencies are all excluded is excluded; an unmet
-    failure-handling `run_if` excludes it; another unmet `run_if` marks it upstream-failed.
-    (A dependency on a condition's other outcome counts as excluded.)
+    As the Jobs service does (https://docs.databricks.com/jobs/run-if.html): a task whose
+    dependencies are all excluded is excluded; otherwise excluded dependencies are skipped, "treated
+    as successful", and an unmet failure-handling `run_if` excludes the task while another unmet
+    `run_if` marks it upstream-failed. (A dependency on a condition's other outcome counts as excluded.)
     """
     if statuses and all(s == TaskStatus.EXCLUDED for s in statuses):
         return TaskStatus.EXCLUDED
     if not run_if_met(run_if, [s for s in statuses if s != TaskStatus.EXCLUDED]):
         return TaskStatus.EXCLUDED if run_if in FAILURE_HANDLING_RUN_IFS else TaskStatus.UPSTREAM_FAILED
-    if run_if == "ALL_SUCCESS" and TaskStatus.EXCLUDED in statuses:
-        return TaskStatus.EXCLUDED  # the end of a branch not taken
     return None
 
 

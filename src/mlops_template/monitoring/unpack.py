@@ -6,12 +6,14 @@ Requests are read with MLflow's scoring-server parser, the code the endpoint its
 with, inside `mapInPandas` (distributed on Databricks). A refused request becomes one row with its
 status and error code and no inputs, so error rates stay computable from the monitoring table.
 The model version comes from `system.serving.served_entities`, joined on the opaque
-`served_entity_id` the payload holds (on Databricks and locally alike).
+`served_entity_id` the payload holds (on Databricks and locally alike). Where that system table
+cannot be read yet (on Databricks only account admins may query it until they grant SELECT) or
+has no row for an id yet, the version stays empty and a later run fills it in.
 
 Incremental and idempotent: only requests newer than the table's latest `request_time` minus a
 late-arrival margin, and not already unpacked, are added; rows are merged by
-(`databricks_request_id`, `row_index`). Rows still without a label get it once their trip's
-ground truth arrives.
+(`databricks_request_id`, `row_index`). Rows still without a label or a model version get them
+once their trip's ground truth or their served entity's row arrives.
 """
 
 from __future__ import annotations
@@ -20,18 +22,22 @@ import datetime as dt
 import json
 import logging
 import math
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import reduce
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data
+from pyspark.errors import AnalysisException
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from mlops_template.features.columns import LABEL, MODEL_INPUT_COLUMNS
+from mlops_template.platform.base import MissingTableError
 from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
 from mlops_template.training.evaluate import TRIP_ID
 
@@ -248,11 +254,35 @@ def entity_versions(served_entities: DataFrame) -> DataFrame:
     )
 
 
-def unpack(payload: DataFrame, labels: DataFrame | None, served_entities: DataFrame) -> DataFrame:
-    """Payload rows -> monitoring rows (MONITORING_COLUMNS), labelled where the trip's fare is known."""
+def served_entity_versions(platform: Platform) -> DataFrame | None:
+    """The versions of every served entity, or None (with a warning saying what to do) when
+    `system.serving.served_entities` cannot be read: the monitoring goes on without versions."""
+    try:
+        versions = entity_versions(
+            platform.read_table(SERVED_ENTITIES_TABLE, produced_by=SERVED_ENTITIES_PRODUCER)
+        )
+        versions.schema  # noqa: B018 - analysed now: a missing privilege fails here, not in the merge
+    except (MissingTableError, AnalysisException) as error:
+        log.warning(
+            "model versions stay empty until %s can be read; a later run fills them in. On Databricks an "
+            "account admin enables the `serving` system schema and grants the job's principal SELECT on "
+            "it. (%s)",
+            SERVED_ENTITIES_TABLE,
+            str(error).splitlines()[0],
+        )
+        return None
+    return versions
+
+
+def unpack(payload: DataFrame, labels: DataFrame | None, versions: DataFrame | None) -> DataFrame:
+    """Payload rows -> monitoring rows (MONITORING_COLUMNS), labelled where the trip's fare is known
+    and versioned where `versions` (`entity_versions`) knows the served entity."""
     needed = [name for name, _ in _REQUEST_COLUMNS] + ["request", "response"]
     rows = payload.select(*needed).mapInPandas(_unpack_batches, schema=UNPACKED_SCHEMA)
-    rows = rows.join(F.broadcast(entity_versions(served_entities)), on=SERVED_ENTITY_ID, how="left")
+    if versions is None:
+        rows = rows.withColumn(MODEL_VERSION, F.lit(None).cast("string"))
+    else:
+        rows = rows.join(F.broadcast(versions), on=SERVED_ENTITY_ID, how="left")
     return _with_labels(rows, labels).select(*MONITORING_COLUMNS)
 
 
@@ -277,12 +307,25 @@ def new_requests(payload: DataFrame, monitoring: DataFrame | None, late_arrival:
     return payload.where(F.col(REQUEST_TIME) >= since).join(known, on=REQUEST_ID, how="left_anti")
 
 
-def newly_labeled(monitoring: DataFrame, labels: DataFrame | None) -> DataFrame | None:
-    """Unlabeled monitoring rows whose trip has a ground truth now, with that label."""
-    if labels is None:
+def newly_completed(
+    monitoring: DataFrame, labels: DataFrame | None, versions: DataFrame | None
+) -> DataFrame | None:
+    """Older rows without a label or a model version that the ground truth (`labels`) or the served
+    entities (`versions`) give now, completed; None when there is nothing to complete them from."""
+    lookups = [(LABEL, TRIP_ID, labels), (MODEL_VERSION, SERVED_ENTITY_ID, versions)]
+    lookups = [(column, key, table) for column, key, table in lookups if table is not None]
+    if not lookups:
         return None
-    unlabeled = monitoring.where(F.col(LABEL).isNull() & F.col(TRIP_ID).isNotNull()).drop(LABEL)
-    return unlabeled.join(labels, on=TRIP_ID, how="inner").select(*MONITORING_COLUMNS)
+    rows = monitoring
+    for column, key, table in lookups:
+        found = f"_found_{column}"
+        rows = (
+            rows.join(table.select(key, F.col(column).alias(found)), on=key, how="left")
+            .withColumn(f"_new_{column}", F.col(column).isNull() & F.col(found).isNotNull())
+            .withColumn(column, F.coalesce(F.col(column), F.col(found)))
+        )
+    newly = reduce(operator.or_, [F.col(f"_new_{column}") for column, _, _ in lookups])
+    return rows.where(newly).select(*MONITORING_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -291,7 +334,7 @@ class UnpackResult:
 
     requests: int
     rows: int
-    relabeled: int
+    completed: int  # older rows that got their label or model version
 
 
 def unpack_into(
@@ -302,19 +345,19 @@ def unpack_into(
     late_arrival: dt.timedelta,
 ) -> UnpackResult:
     """Merge the new requests of `payload` (and new labels of older rows) into monitoring `table`."""
-    served_entities = platform.read_table(SERVED_ENTITIES_TABLE, produced_by=SERVED_ENTITIES_PRODUCER)
+    versions = served_entity_versions(platform)
     monitoring = platform.read_table(table) if platform.table_exists(table) else None
     before = monitoring.count() if monitoring is not None else 0
     pending = new_requests(payload, monitoring, late_arrival)
     requests = pending.count()
-    relabeled = newly_labeled(monitoring, labels) if monitoring is not None else None
-    relabeled_rows = relabeled.count() if relabeled is not None else 0
-    changes = unpack(pending, labels, served_entities)
-    if relabeled is not None and relabeled_rows:
-        changes = changes.unionByName(relabeled)
-    if monitoring is None or requests or relabeled_rows:
+    completed = newly_completed(monitoring, labels, versions) if monitoring is not None else None
+    completed_rows = completed.count() if completed is not None else 0
+    changes = unpack(pending, labels, versions)
+    if completed is not None and completed_rows:
+        changes = changes.unionByName(completed)
+    if monitoring is None or requests or completed_rows:
         platform.merge_table(changes, table, keys=MONITORING_KEYS)
     rows = platform.read_table(table).count() - before
     log.info("unpacked %d requests into %d rows of %s", requests, rows, table)
-    log.info("labelled %d older rows of %s", relabeled_rows, table)
-    return UnpackResult(requests, rows, relabeled_rows)
+    log.info("completed %d older rows of %s with their label or model version", completed_rows, table)
+    return UnpackResult(requests, rows, completed_rows)

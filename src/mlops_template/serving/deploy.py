@@ -81,6 +81,7 @@ class DatabricksEndpointDeployer:
         request = build_endpoint_config(config)
         endpoints = self._client.serving_endpoints
         existing = self._existing(config.name)
+        updated = True
         if existing is None:
             log.info("creating serving endpoint %s", config.name)
             endpoints.create(
@@ -93,9 +94,10 @@ class DatabricksEndpointDeployer:
             existing = self._after_update_in_progress(existing)
             if _serves_entities(existing, request):
                 log.info("serving endpoint %s already serves these entities and routes", config.name)
+                updated = False  # an earlier update that failed does not concern this deploy
             else:
                 self._update_config(config.name, request)
-        ready = self._wait_until_ready(config.name)
+        ready = _require_ready(self._wait_until_not_updating(config.name, ours=True) if updated else existing)
         if existing is not None:
             assert request.ai_gateway.inference_table_config is not None
             self._update_inference_table(ready, request.ai_gateway.inference_table_config)
@@ -150,18 +152,6 @@ class DatabricksEndpointDeployer:
                     error,
                 )
                 self._wait_until_not_updating(name, ours=False)
-
-    def _wait_until_ready(self, name: str) -> ServingEndpointDetailed:
-        """Wait until the config update ends; Databricks serves the previous config until then."""
-        endpoint = self._wait_until_not_updating(name, ours=True)
-        state = endpoint.state
-        if state is None or state.ready != EndpointStateReady.READY:
-            raise EndpointDeploymentError(
-                f"serving endpoint {name} finished updating but is not ready "
-                f"({state.ready.value if state and state.ready else None}). "
-                "See the endpoint's events and build logs in the workspace."
-            )
-        return endpoint
 
     def _wait_until_not_updating(self, name: str, *, ours: bool) -> ServingEndpointDetailed:
         """The SDK's waiter, its failures turned into errors that say what still serves; when the
@@ -270,6 +260,18 @@ class DatabricksEndpointDeployer:
 
 def _config_update(endpoint: ServingEndpointDetailed) -> EndpointStateConfigUpdate | None:
     return endpoint.state.config_update if endpoint.state else None
+
+
+def _require_ready(endpoint: ServingEndpointDetailed) -> ServingEndpointDetailed:
+    """The endpoint, or an error when it is not ready to serve."""
+    state = endpoint.state
+    if state is None or state.ready != EndpointStateReady.READY:
+        raise EndpointDeploymentError(
+            f"serving endpoint {endpoint.name} is not ready "
+            f"({state.ready.value if state and state.ready else None}). "
+            "See the endpoint's events and build logs in the workspace."
+        )
+    return endpoint
 
 
 def _settled_and_ready(endpoint: ServingEndpointDetailed) -> bool:

@@ -28,10 +28,12 @@ from mlops_template.serving.spec import InferenceTableSpec
 
 log = logging.getLogger(__name__)
 
-# AI-Gateway inference tables log requests and responses up to 10 MiB; a larger one is logged as
-# null with MAX_REQUEST_SIZE_EXCEEDED / MAX_RESPONSE_SIZE_EXCEEDED in `logging_error_codes`
-# (https://docs.databricks.com/aws/en/ai-gateway/inference-tables, "Limitations").
-MAX_LOGGED_PAYLOAD_BYTES = 10 * 1024 * 1024
+# A request or response larger than the logging limit is logged as null with
+# MAX_REQUEST_SIZE_EXCEEDED / MAX_RESPONSE_SIZE_EXCEEDED in `logging_error_codes`
+# (https://docs.databricks.com/aws/en/ai-gateway/inference-tables, "Limitations"). The pages state
+# 10 MiB for AI-Gateway (Beta) endpoints and 1 MiB for payload logging of (CPU) model serving
+# endpoints: the laptop applies the stricter 1 MiB, so nothing logged here goes unlogged there.
+MAX_LOGGED_PAYLOAD_BYTES = 1024 * 1024
 REQUEST_TOO_LARGE = "MAX_REQUEST_SIZE_EXCEEDED"
 RESPONSE_TOO_LARGE = "MAX_RESPONSE_SIZE_EXCEEDED"
 

@@ -46,10 +46,10 @@ def run(platform: Platform, config: MonitorUnpackConfig) -> None:
         late_arrival=dt.timedelta(minutes=config.late_arrival_minutes),
     )
     log.info(
-        "unpacked %d requests (%d rows), relabeled %d rows",
+        "unpacked %d requests (%d rows), completed %d older rows",
         result.requests,
         result.rows,
-        result.relabeled,
+        result.completed,
     )
 
 
