@@ -53,7 +53,8 @@ def check_model_name(name: str) -> str:
 ModelName = Annotated[str, AfterValidator(check_model_name)]
 
 
-def _not_found(error: MlflowException) -> bool:
+def is_not_found(error: MlflowException) -> bool:
+    """Whether the registry said the model, version or alias does not exist."""
     return error.error_code in _NOT_FOUND
 
 
@@ -62,7 +63,7 @@ def get_version(model_name: str, version: int) -> ModelVersion:
     try:
         return MlflowClient().get_model_version(model_name, str(version))
     except MlflowException as error:
-        if _not_found(error):
+        if is_not_found(error):
             raise RegistryError(
                 f"version {version} of model {model_name} does not exist in the registry "
                 f"({mlflow.get_registry_uri()}); run the training task first"
@@ -75,7 +76,7 @@ def get_aliases(model_name: str) -> dict[str, int]:
     try:
         model = MlflowClient().get_registered_model(model_name)
     except MlflowException as error:
-        if _not_found(error):
+        if is_not_found(error):
             raise RegistryError(
                 f"model {model_name} is not registered in {mlflow.get_registry_uri()}; "
                 "run the training job first"

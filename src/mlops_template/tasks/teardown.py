@@ -12,15 +12,13 @@ import logging
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import NOT_FOUND, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from mlops_template.platform import Platform
+from mlops_template.registry.versions import is_not_found
 from mlops_template.serving.spec import ab_model_name
 from mlops_template.tasks.common import TaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
-
-_ABSENT = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(NOT_FOUND)}
 
 
 class TeardownConfig(TaskConfig):
@@ -47,7 +45,7 @@ def _delete_ab_model(platform: Platform, name: str) -> None:
     try:
         MlflowClient().delete_registered_model(name)
     except MlflowException as error:
-        if error.error_code not in _ABSENT:
+        if not is_not_found(error):
             raise
         log.info("no A/B model %s", name)
         return
