@@ -11,7 +11,7 @@ PYTHON ?= python3
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 MLOPS := $(UV) run --no-sync mlops
 
-.PHONY: help install check-java run test lint format validate wheel ui reset clean
+.PHONY: help install check-java run test lint format validate schema wheel ui reset clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ format: install  ## ruff fix and format
 
 validate: install  ## Validate the bundle offline for every target
 	@for t in dev staging prod; do $(MLOPS) bundle validate -t $$t || exit 1; done
+
+SCHEMA_FILE := src/mlops_template/bundle/bundle-jsonschema.json
+schema:  ## Refresh the vendored bundle JSON schema from the installed Databricks CLI
+	@command -v databricks >/dev/null 2>&1 || { echo "The Databricks CLI is not installed: see https://docs.databricks.com/dev-tools/cli/install.html"; exit 1; }
+	databricks bundle schema > $(SCHEMA_FILE).tmp && mv $(SCHEMA_FILE).tmp $(SCHEMA_FILE)
+	@echo "wrote $(SCHEMA_FILE) from $$(databricks --version)"
 
 wheel: $(UV)  ## Build the wheel the bundle deploys (dist/*.whl)
 	$(UV) build --wheel

@@ -24,7 +24,9 @@ from mlops_template.bundle.validate import (
 from test_bundle_loader import copy_bundle, edit_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = (PROJECT_ROOT / ".." / "shared" / "reference" / "bundle-jsonschema.json").resolve()
+SCHEMA = PROJECT_ROOT / "src" / "mlops_template" / "bundle" / "bundle-jsonschema.json"
+# A schema that accepts every configuration and names no resource type: the dataclasses alone check.
+ACCEPT_ALL_SCHEMA = {"properties": {"resources": {"$ref": "#/$defs/resources"}}, "$defs": {"resources": {}}}
 JOB_FILE = Path("resources/pipeline.job.yml")
 
 
@@ -38,15 +40,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def broken_bundle(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
-    """A copy of the real bundle, checked with the JSON schema or with the dataclasses alone.
-
-    The copy lives outside the project, so ../shared/reference is not found beside it: the
-    "schema" variant points MLOPS_BUNDLE_SCHEMA at the real schema.
-    """
-    if request.param == "schema":
-        if not SCHEMA.is_file():
-            pytest.skip(f"{SCHEMA} is absent")
-        monkeypatch.setenv(SCHEMA_ENV, str(SCHEMA))
+    """A copy of the real bundle, checked with the vendored JSON schema or with the dataclasses
+    alone (MLOPS_BUNDLE_SCHEMA pointing at a schema that accepts everything)."""
+    if request.param == "dataclasses":
+        accept_all = tmp_path / "accept-all.json"
+        accept_all.write_text(json.dumps(ACCEPT_ALL_SCHEMA))
+        monkeypatch.setenv(SCHEMA_ENV, str(accept_all))
     yield copy_bundle(tmp_path)
 
 
@@ -71,10 +70,8 @@ def test_real_bundle_default_target_and_override() -> None:
 
 
 def test_real_config_matches_the_cli_json_schema() -> None:
-    """databricks.yml + includes, unresolved, against the CLI's own schema."""
-    if not SCHEMA.is_file():
-        pytest.skip(f"{SCHEMA} is absent")
-    assert find_schema(PROJECT_ROOT) == SCHEMA
+    """databricks.yml + includes, unresolved, against the CLI's own schema, vendored in the package."""
+    assert find_schema() == SCHEMA
     config = read_config(PROJECT_ROOT)
     assert len(config.files) > 1  # includes were read
     check_config(config, load_schema(SCHEMA))
@@ -189,9 +186,6 @@ def test_resource_type_without_dataclass_uses_the_schema(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """registered_models have no dataclass here: the schema's definition of the type checks them."""
-    if not SCHEMA.is_file():
-        pytest.skip(f"{SCHEMA} is absent")
-    monkeypatch.setenv(SCHEMA_ENV, str(SCHEMA))
     shutil.copy(PROJECT_ROOT / "databricks.yml", tmp_path)
     shutil.copytree(PROJECT_ROOT / "resources", tmp_path / "resources")
     model = "resources:\n  registered_models:\n    fare:\n      catalog_name: ${var.catalog}\n"
@@ -206,6 +200,16 @@ def test_resource_type_without_dataclass_uses_the_schema(
         Path("resources/model.yml"),
         "resources.registered_models.fare.comentt",
     )
+
+
+def test_a_copy_of_the_bundle_elsewhere_is_still_checked_with_the_schema(tmp_path: Path) -> None:
+    """The schema travels with the package, not with a folder beside the project: an unknown key
+    under `bundle:` is refused in any clone (the CLI's schema has no such key)."""
+    root = copy_bundle(tmp_path)
+    edit_yaml(root / "databricks.yml", lambda d: d["bundle"].update(nmae="typo"))
+    with pytest.raises(BundleError, match="unknown key 'nmae'") as error:
+        validate_bundle(root)
+    assert error.value.key == "bundle.nmae"
 
 
 def test_schema_env_pointing_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

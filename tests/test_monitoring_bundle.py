@@ -12,16 +12,11 @@ import yaml
 
 from mlops_template.bundle.loader import load_bundle, read_config
 from mlops_template.bundle.runner import check_job, load_entry_point
-from mlops_template.bundle.validate import (
-    SCHEMA_ENV,
-    check_config,
-    load_schema,
-)
+from mlops_template.bundle.validate import SCHEMA_ENV, check_config, find_schema, load_schema
 from mlops_template.tasks import monitor_check, monitor_drift, monitor_unpack, quality_monitor
 from mlops_template.tasks.common import TaskArgumentError, build_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = (PROJECT_ROOT / ".." / "shared" / "reference" / "bundle-jsonschema.json").resolve()
 CONFIGS = {
     "mlops-monitor-unpack": monitor_unpack.MonitorUnpackConfig,
     "mlops-monitor-drift": monitor_drift.MonitorDriftConfig,
@@ -34,17 +29,14 @@ RUNTIME_VALUES = {
     "job.parameters.thresholds": "{}",
 }
 
-needs_schema = pytest.mark.skipif(not SCHEMA.is_file(), reason=f"{SCHEMA} is absent")
-
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SCHEMA_ENV, raising=False)
 
 
-@needs_schema
 def test_the_whole_configuration_passes_the_cli_json_schema() -> None:
-    check_config(read_config(PROJECT_ROOT), load_schema(SCHEMA))
+    check_config(read_config(PROJECT_ROOT), load_schema(find_schema()))
 
 
 def _quality_monitor_config(target: str) -> quality_monitor.QualityMonitorConfig:

@@ -14,7 +14,6 @@ import difflib
 import enum
 import functools
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -43,7 +42,8 @@ from mlops_template.bundle.loader import (
 logger = logging.getLogger(__name__)
 
 SCHEMA_ENV = "MLOPS_BUNDLE_SCHEMA"
-SCHEMA_RELATIVE_PATH = Path("..", "shared", "reference", "bundle-jsonschema.json")
+# The Databricks CLI's bundle JSON schema (`databricks bundle schema`), vendored: `make schema` refreshes it.
+SCHEMA_PATH = Path(__file__).with_name("bundle-jsonschema.json")
 # Resource types parsed with databricks-bundles dataclasses: plural name -> (module, class).
 DATACLASSES = {
     "jobs": ("databricks.bundles.jobs", "Job"),
@@ -64,12 +64,8 @@ def validate_bundle(
 ) -> ResolvedBundle:
     """Load the bundle for `target` and check it as the CLI would; BundleError names the first problem."""
     config = read_config(root)
-    schema = find_schema(config.root)
-    validator = load_schema(schema) if schema else None
-    if validator is None:
-        logger.info("no bundle JSON schema found (set %s): skipping the schema check", SCHEMA_ENV)
-    else:
-        check_config(config, validator)
+    validator = load_schema(find_schema())
+    check_config(config, validator)
     bundle = resolve_bundle(config, target, variables)
     check_resources(bundle, validator)
     logger.debug("bundle %s is valid for target %s", bundle.name, bundle.target)
@@ -121,16 +117,17 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def find_schema(root: Path) -> Path | None:
-    """The CLI's JSON schema: $MLOPS_BUNDLE_SCHEMA, else ../shared/reference/ beside the project."""
+def find_schema() -> Path:
+    """The CLI's JSON schema: $MLOPS_BUNDLE_SCHEMA, else the one vendored beside this module."""
     configured = os.environ.get(SCHEMA_ENV)
-    if configured:
-        path = Path(configured).expanduser()
-        if not path.is_file():
-            raise BundleError(f"{SCHEMA_ENV} points to {path}, which is not a file")
-        return path
-    path = (root / SCHEMA_RELATIVE_PATH).resolve()
-    return path if path.is_file() else None
+    path = Path(configured).expanduser() if configured else SCHEMA_PATH
+    if not path.is_file():
+        origin = f"{SCHEMA_ENV} points to {path}" if configured else f"the bundle JSON schema {path}"
+        raise BundleError(
+            f"{origin} is not a file: restore it from git, or write it with `make schema` "
+            "(`databricks bundle schema`)"
+        )
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,7 +299,7 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
 # Resolved resources
 
 
-def check_resources(bundle: ResolvedBundle, validator: jsonschema.protocols.Validator | None) -> None:
+def check_resources(bundle: ResolvedBundle, validator: jsonschema.protocols.Validator) -> None:
     """Parse every resolved resource with its dataclass, or check it against the schema's definition."""
     schema_types = _schema_resource_types(validator)
     for kind, items in bundle.resources.items():
@@ -312,17 +309,13 @@ def check_resources(bundle: ResolvedBundle, validator: jsonschema.protocols.Vali
             file = bundle.sources.get(name)
             if cls is not None:
                 check_dataclass(cls, resource, ("resources", kind, key), file)
-            elif validator is not None and kind in schema_types:
+            elif kind in schema_types:
                 check_against_schema(validator, {"resources": {kind: {key: resource}}}, lambda _p, f=file: f)
-            elif validator is None and importlib.util.find_spec(f"databricks.bundles.{kind}") is not None:
-                logger.warning("%s: no offline check for %s without the JSON schema", file, name)
             else:
                 raise BundleError(f"unknown resource type '{kind}'", file=file, key=f"resources.{kind}")
 
 
-def _schema_resource_types(validator: jsonschema.protocols.Validator | None) -> set[str]:
-    if validator is None:
-        return set()
+def _schema_resource_types(validator: jsonschema.protocols.Validator) -> set[str]:
     node: Any = validator.schema
     for part in validator.schema["properties"]["resources"]["$ref"].removeprefix("#/").split("/"):
         node = node[part]
