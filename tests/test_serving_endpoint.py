@@ -38,10 +38,11 @@ from mlops_template.serving.inference_table import (
 from mlops_template.serving.invocation import MAX_REQUEST_BYTES, InvocationError, check_params
 from mlops_template.serving.router import TrafficRouter
 from mlops_template.serving.served_entities import served_entity_id
-from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, RouteSpec, endpoint_config
+from mlops_template.serving.spec import EndpointConfig, RouteSpec
 from test_serving_support import (
     fare_inputs,
     invoke,
+    logged_endpoint,
     records_body,
     register_failing_model,
     register_fare_model,
@@ -59,19 +60,7 @@ def config(platform) -> EndpointConfig:
     champion = register_fare_model(platform, MODEL, slope=2.0)
     challenger = register_fare_model(platform, MODEL, slope=3.0)
     assert (champion, challenger) == ("1", "2")
-    return endpoint_config(
-        endpoint_name=ENDPOINT,
-        model_name=MODEL,
-        champion_version=champion,
-        challenger_version=challenger,
-        challenger_traffic_percent=30,
-        workload_size="Small",
-        scale_to_zero=True,
-        inference_table=InferenceTableSpec(
-            enabled=True, catalog_name="test", schema_name="serving_endpoint", table_name_prefix="fares"
-        ),
-        git_sha="test",
-    )
+    return logged_endpoint(ENDPOINT, MODEL, champion, challenger, challenger_percent=30)
 
 
 @pytest.fixture(scope="module")
@@ -466,19 +455,7 @@ def test_served_entity_ids_are_opaque_stable_and_change_with_the_configuration(c
 @pytest.fixture(scope="module")
 def failing_config(platform) -> EndpointConfig:
     version = register_failing_model(platform, "test.serving_endpoint.broken_model")
-    return endpoint_config(
-        endpoint_name="broken",
-        model_name="test.serving_endpoint.broken_model",
-        champion_version=version,
-        challenger_version=None,
-        challenger_traffic_percent=0,
-        workload_size="Small",
-        scale_to_zero=True,
-        inference_table=InferenceTableSpec(
-            enabled=True, catalog_name="test", schema_name="serving_endpoint", table_name_prefix="broken"
-        ),
-        git_sha="test",
-    )
+    return logged_endpoint("broken", "test.serving_endpoint.broken_model", version)
 
 
 def test_a_model_that_raises_on_valid_input_is_a_500_logged_with_its_status(failing_config, tmp_path):

@@ -16,8 +16,7 @@ from databricks.sdk.service.serving import DataframeSplitInput, QueryEndpointRes
 from mlflow.deployments import get_deploy_client
 
 from mlops_template.serving.endpoint import Endpoint
-from mlops_template.serving.spec import InferenceTableSpec, endpoint_config
-from test_serving_support import fare_inputs, register_fare_model, serving
+from test_serving_support import fare_inputs, logged_endpoint, register_fare_model, serving
 
 MODEL = "test.serving_sdk.fare_model"
 ENDPOINT = "fares-sdk"
@@ -30,19 +29,7 @@ def endpoint(platform, tmp_path_factory) -> Iterator[tuple[str, Endpoint]]:
     platform.configure_mlflow()
     champion = register_fare_model(platform, MODEL, slope=2.0)
     challenger = register_fare_model(platform, MODEL, slope=3.0)
-    config = endpoint_config(
-        endpoint_name=ENDPOINT,
-        model_name=MODEL,
-        champion_version=champion,
-        challenger_version=challenger,
-        challenger_traffic_percent=50,
-        workload_size="Small",
-        scale_to_zero=True,
-        inference_table=InferenceTableSpec(
-            enabled=True, catalog_name="test", schema_name="serving_sdk", table_name_prefix="fares"
-        ),
-        git_sha="test",
-    )
+    config = logged_endpoint(ENDPOINT, MODEL, champion, challenger, challenger_percent=50)
     with serving([config], tmp_path_factory.mktemp("sdk-endpoint"), token=TOKEN) as (url, [local]):
         yield url, local
 

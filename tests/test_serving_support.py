@@ -24,7 +24,7 @@ from mlops_template.platform import LocalPlatform
 from mlops_template.serving.app import create_app
 from mlops_template.serving.endpoint import BatchSettings, Endpoint
 from mlops_template.serving.server import LocalServer
-from mlops_template.serving.spec import EndpointConfig
+from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endpoint_config
 from mlops_template.serving.task import DeployConfig, run
 from mlops_template.tasks.common import build_config
 
@@ -142,3 +142,23 @@ def deploy_champion_and_challenger(platform: LocalPlatform, model: str, *argumen
     register_fare_model(platform, model, slope=2.0, aliases=("champion",))
     register_fare_model(platform, model, slope=3.0, aliases=("challenger",))
     run(platform, build_config(DeployConfig, [f"--model-name={model}", *arguments]))
+
+
+def logged_endpoint(
+    name: str, model: str, champion: str, challenger: str | None = None, challenger_percent: int = 0
+) -> EndpointConfig:
+    """A small endpoint spec with its inference table on, in the model's own schema."""
+    catalog, schema, _ = model.split(".")
+    return endpoint_config(
+        endpoint_name=name,
+        model_name=model,
+        champion_version=champion,
+        challenger_version=challenger,
+        challenger_traffic_percent=challenger_percent,
+        workload_size="Small",
+        scale_to_zero=True,
+        inference_table=InferenceTableSpec(
+            enabled=True, catalog_name=catalog, schema_name=schema, table_name_prefix=name.replace("-", "_")
+        ),
+        git_sha="test",
+    )
