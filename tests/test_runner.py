@@ -3,6 +3,7 @@ parameter pushdown, failures; and the jobs of the real bundle as the runner sees
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -524,7 +525,8 @@ def test_the_real_jobs_queue_and_the_pipeline_accepts_what_the_retrain_trigger_p
     """Both jobs queue runs that meet an active one instead of skipping them
     (https://docs.databricks.com/jobs/advanced.html); the monitoring job's `retrain` task pushes
     every monitoring parameter down to the pipeline job (https://docs.databricks.com/jobs/run-job.html),
-    which defines them all; no wheel task reads a task value any more."""
+    which defines them all; every task value referenced is set by a notebook task, the only kind
+    that can set one (https://docs.databricks.com/jobs/task-values.html)."""
     jobs = load_bundle(PROJECT_ROOT, target).resources["jobs"]
     assert jobs["pipeline"]["queue"] == jobs["monitoring"]["queue"] == {"enabled": True}
     retrain = next(t for t in jobs["monitoring"]["tasks"] if "run_job_task" in t)["run_job_task"]
@@ -532,9 +534,10 @@ def test_the_real_jobs_queue_and_the_pipeline_accepts_what_the_retrain_trigger_p
     pushed = {p["name"] for p in jobs["monitoring"]["parameters"]} | set(retrain.get("job_parameters", {}))
     assert pushed <= {p["name"] for p in jobs["pipeline"]["parameters"]}
     for job in jobs.values():
+        notebooks = {task["task_key"] for task in job["tasks"] if "notebook_task" in task}
         for task in job["tasks"]:
-            if "python_wheel_task" in task:
-                assert "{{tasks." not in str(task["python_wheel_task"]), task["task_key"]
+            for setter in re.findall(r"\{\{\s*tasks\.([^.]+)\.values\.", str(task)):
+                assert setter in notebooks, f"{task['task_key']} reads a value of {setter}, not a notebook"
 
 
 def test_ordering_comparison_of_text_is_an_error():

@@ -25,6 +25,7 @@ from mlops_template.bundle.runner import (
     TaskStatus,
 )
 from mlops_template.bundle.validate import bundle_json, validate_bundle
+from mlops_template.doctor.cli import doctor_command
 from mlops_template.monitoring.cli import monitor_app
 from mlops_template.monitoring.simulate import simulate_traffic
 from mlops_template.platform import LocalPlatform, LocalStateError, activate
@@ -40,6 +41,7 @@ app.add_typer(model_app, name="model")
 app.command("serve")(serve_command)
 app.add_typer(monitor_app, name="monitor")
 app.command("simulate-traffic")(simulate_traffic)
+app.command("doctor")(doctor_command)
 
 console = Console()
 error_console = Console(stderr=True)

@@ -416,14 +416,25 @@ class _Value:
 
 
 def load_bundle(
-    root: Path, target: str | None = None, variables: Mapping[str, str] | None = None
+    root: Path,
+    target: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    *,
+    user_name: str | None = None,
 ) -> ResolvedBundle:
-    """Read, merge and resolve the bundle at `root` for `target` (None: the default target)."""
-    return resolve_bundle(read_config(root), target, variables)
+    """Read, merge and resolve the bundle at `root` for `target` (None: the default target).
+
+    `user_name`: the workspace user to resolve `${workspace.current_user.*}` for (default: `current_user()`).
+    """
+    return resolve_bundle(read_config(root), target, variables, user_name=user_name)
 
 
 def resolve_bundle(
-    config: BundleConfig, target: str | None = None, variables: Mapping[str, str] | None = None
+    config: BundleConfig,
+    target: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    *,
+    user_name: str | None = None,
 ) -> ResolvedBundle:
     """Select `target` of an already read configuration and resolve every reference."""
     name, definition = select_target(config, target)
@@ -446,7 +457,7 @@ def resolve_bundle(
     sources = _resource_sources(config, name, sections["resources"] or {})
     if not isinstance((sections["bundle"] or {}).get("name"), str):
         raise BundleError("the bundle needs a name", file=config.main_file, key="bundle.name")
-    tree = _reference_tree(sections, values, name)
+    tree = _reference_tree(sections, values, name, user_name)
     resolver = _Resolver(tree, _origin_finder(config, name, definition, values, sources))
     resolved_values = {var: resolver.reference(f"var.{var}", ("var", var)) for var in values}
     bundle = resolver.resolve(tree["bundle"], ("bundle",))
@@ -782,8 +793,10 @@ def _resource_sources(config: BundleConfig, target: str, resources: Mapping[str,
 # References
 
 
-def _reference_tree(sections: Mapping[str, Any], values: Mapping[str, _Value], target: str) -> dict[str, Any]:
-    user_name, short_name = current_user()
+def _reference_tree(
+    sections: Mapping[str, Any], values: Mapping[str, _Value], target: str, user_name: str | None
+) -> dict[str, Any]:
+    user_name, short_name = (user_name, short_name_of(user_name) or "user") if user_name else current_user()
     workspace = dict(sections["workspace"] or {})
     workspace["current_user"] = {"userName": user_name, "short_name": short_name}
     workspace.setdefault("root_path", DEFAULT_ROOT_PATH)
