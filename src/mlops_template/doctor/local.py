@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable
@@ -15,14 +13,11 @@ from pathlib import Path
 from mlops_template.bundle.loader import BundleError
 from mlops_template.bundle.validate import SCHEMA_ENV, find_schema, validate_bundle
 from mlops_template.doctor import CheckResult, fail, ok, warn
+from mlops_template.platform.local import JAVA_INSTALL_HINT, find_java, lock_holder
 from mlops_template.serving.server import LOOPBACK
 
 DEFAULT_PORT = 8080  # `mlops serve`'s default
 MIN_JAVA = 17
-_JAVA_INSTALL = (
-    "install Java 17+ (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; "
-    "macOS: brew install openjdk@17) or set JAVA_HOME"
-)
 
 
 @dataclass(frozen=True)
@@ -50,19 +45,17 @@ def local_checks(context: LocalContext) -> list[CheckResult]:
 
 def check_java(context: LocalContext) -> CheckResult:
     """Local Spark needs Java 17+: $JAVA_HOME/bin/java, else `java` on PATH (as LocalPlatform)."""
-    java_home = os.environ.get("JAVA_HOME")
-    home_java = Path(java_home, "bin", "java") if java_home else None
-    java = str(home_java) if home_java and home_java.exists() else shutil.which("java")
+    java = find_java()
     if java is None:
-        return fail("java", "no Java found (local Spark needs Java 17+)", _JAVA_INSTALL)
+        return fail("java", "no Java found (local Spark needs Java 17+)", JAVA_INSTALL_HINT)
     answer = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     match = re.search(r'version "([^"]+)"', answer.stderr + answer.stdout)
     if match is None:
-        return fail("java", f"{java} -version printed no version", _JAVA_INSTALL)
+        return fail("java", f"{java} -version printed no version", JAVA_INSTALL_HINT)
     version = match.group(1)
     major = int(re.match(r"(?:1\.)?(\d*)", version).group(1) or 0)  # "1.8.0_292" is Java 8
     if major < MIN_JAVA:
-        return fail("java", f"Java {version} at {java}; local Spark needs {MIN_JAVA}+", _JAVA_INSTALL)
+        return fail("java", f"Java {version} at {java}; local Spark needs {MIN_JAVA}+", JAVA_INSTALL_HINT)
     return ok("java", f"Java {version} ({java})")
 
 
@@ -82,16 +75,9 @@ def check_state_dir(context: LocalContext) -> CheckResult:
 
 def check_lock(context: LocalContext) -> CheckResult:
     """The state lock (`LocalPlatform._acquire_lock`) is free, or held by this very process."""
-    path = context.state_dir / "state.lock"
-    if not path.exists():
+    holder = lock_holder(context.state_dir)
+    if holder is None:
         return ok("state lock", "free")
-    with open(path) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = lock.read().strip() or "another process"
-        else:
-            return ok("state lock", "free")
     pid = re.match(r"process (\d+)", holder)
     if pid and int(pid.group(1)) == os.getpid():
         return ok("state lock", "held by this process")

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 SAMPLE_TRIPS_TABLE = "samples.nyctaxi.trips"
 DEFAULT_SAMPLE_ROWS = 20_000
 _LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+LOCK_FILE = "state.lock"
+JAVA_INSTALL_HINT = (
+    "install Java 17+ (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; "
+    "macOS: brew install openjdk@17) or set JAVA_HOME"
+)
 
 
 class LocalStateError(RuntimeError):
@@ -254,12 +259,8 @@ class LocalPlatform(Platform):
         if self._lock is not None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(self.state_dir / "state.lock", "a+")  # noqa: SIM115 - held while Spark runs
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
+        lock = open(self.state_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held while Spark runs
+        if (holder := _take_lock(lock)) is not None:
             lock.close()
             raise LocalStateError(
                 f"The local state {self.state_dir} is in use by {holder}. "
@@ -298,13 +299,33 @@ def _delete_directory(location: str) -> None:
         log.warning("could not delete the old table data %s: %s", path, error)
 
 
-def _require_java() -> None:
+def _take_lock(file: IO[str]) -> str | None:
+    """Take the exclusive state lock on `file`: None when taken, else who holds it."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        return file.read().strip() or "another process"
+    return None
+
+
+def lock_holder(state_dir: Path) -> str | None:
+    """Who holds the state lock of `state_dir` (None when free); probes without keeping it."""
+    path = state_dir / LOCK_FILE
+    if not path.exists():
+        return None
+    with open(path) as file:
+        return _take_lock(file)
+
+
+def find_java() -> str | None:
+    """The `java` local Spark starts: $JAVA_HOME/bin/java, else `java` on the PATH."""
     java_home = os.environ.get("JAVA_HOME")
     if java_home and Path(java_home, "bin", "java").exists():
-        return
-    if shutil.which("java") is None:
-        raise LocalStateError(
-            "Local Spark needs Java 17 or newer and none was found. Install it "
-            "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless; macOS: brew install openjdk@17) "
-            "or set JAVA_HOME."
-        )
+        return str(Path(java_home, "bin", "java"))
+    return shutil.which("java")
+
+
+def _require_java() -> None:
+    if find_java() is None:
+        raise LocalStateError(f"Local Spark needs Java 17 or newer and none was found: {JAVA_INSTALL_HINT}.")

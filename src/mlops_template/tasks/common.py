@@ -71,13 +71,24 @@ def parse_arguments(argv: Sequence[str]) -> dict[str, str]:
 
 def build_config(config_type: type[ConfigT], argv: Sequence[str]) -> ConfigT:
     """Parse argv into the task's config; the error lists each bad or unknown argument."""
+    return _validated(config_type, parse_arguments(argv), "parameters", _as_argument)
+
+
+def _as_argument(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _validated(
+    config_type: type[ConfigT], values: dict[str, str], what: str, spelled: Callable[[str], str]
+) -> ConfigT:
+    """The config, or a TaskArgumentError listing each bad value by its name as the job `spelled` it."""
     try:
-        return config_type.model_validate(parse_arguments(argv))
+        return config_type.model_validate(values)
     except ValidationError as error:
         problems = "; ".join(
-            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in error.errors()
+            f"{spelled('.'.join(str(p) for p in e['loc']))}: {e['msg']}" for e in error.errors()
         )
-        raise TaskArgumentError(f"bad parameters for {config_type.__name__}: {problems}") from None
+        raise TaskArgumentError(f"bad {what} for {config_type.__name__}: {problems}") from None
 
 
 class NotebookWidgets(Protocol):
@@ -93,11 +104,7 @@ def config_from_widgets(config_type: type[ConfigT], widgets: NotebookWidgets) ->
     for name in config_type.model_fields:
         widgets.text(name, "")
     values = {name: value for name in config_type.model_fields if (value := widgets.get(name)) != ""}
-    try:
-        return config_type.model_validate(values)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        raise TaskArgumentError(f"bad notebook parameters for {config_type.__name__}: {problems}") from None
+    return _validated(config_type, values, "notebook parameters", str)
 
 
 def task_entry_point(
