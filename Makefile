@@ -37,7 +37,7 @@ check-java:  ## Stop with a clear message unless Java 17+ is installed (local Sp
 	fi
 
 install: $(UV) check-java  ## Create .venv with the locked dependencies (local Spark + dev tools)
-	@$(UV) sync --locked --extra local --group dev --quiet
+	@$(UV) sync --locked --quiet
 
 run: install  ## Install, then run the whole pipeline locally for TARGET (default dev)
 	$(MLOPS) run pipeline -t $(TARGET)
@@ -46,17 +46,17 @@ test: install  ## Install, then run the test suite
 	$(UV) run --no-sync pytest
 
 lint: install  ## ruff lint and format check
-	$(UV) run --no-sync ruff check src tests notebooks benchmarks
-	$(UV) run --no-sync ruff format --check src tests notebooks benchmarks
+	$(UV) run --no-sync ruff check src laptop tests notebooks benchmarks
+	$(UV) run --no-sync ruff format --check src laptop tests notebooks benchmarks
 
 format: install  ## ruff fix and format
-	$(UV) run --no-sync ruff check --fix src tests notebooks benchmarks
-	$(UV) run --no-sync ruff format src tests notebooks benchmarks
+	$(UV) run --no-sync ruff check --fix src laptop tests notebooks benchmarks
+	$(UV) run --no-sync ruff format src laptop tests notebooks benchmarks
 
 validate: install  ## Validate the bundle offline for every target
 	@for t in dev staging prod; do $(MLOPS) bundle validate -t $$t || exit 1; done
 
-SCHEMA_FILE := src/mlops_template/bundle/bundle-jsonschema.json
+SCHEMA_FILE := laptop/src/mlops_laptop/bundle/bundle-jsonschema.json
 schema:  ## Refresh the vendored bundle JSON schema from the installed Databricks CLI
 	@command -v databricks >/dev/null 2>&1 || { echo "The Databricks CLI is not installed: see https://docs.databricks.com/dev-tools/cli/install.html"; exit 1; }
 	databricks bundle schema > $(SCHEMA_FILE).tmp && mv $(SCHEMA_FILE).tmp $(SCHEMA_FILE)

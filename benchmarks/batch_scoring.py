@@ -26,10 +26,17 @@ import mlflow
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mlops_template.data.generator import generate_trips
-from mlops_template.features.columns import DROPOFF_FEATURES, LABEL, MODEL_INPUT_COLUMNS, PICKUP_FEATURES
-from mlops_template.features.trips import add_trip_inputs
-from mlops_template.platform import LocalPlatform, activated
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_template.platform import activated
+from mlops_template.problem.data import generate_trips
+from mlops_template.problem.features import (
+    DROPOFF_FEATURES,
+    LABEL,
+    MODEL_INPUT_COLUMNS,
+    PICKUP_FEATURES,
+    add_trip_inputs,
+)
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.registry.versions import register_challenger
 from mlops_template.scoring.batch import ScoringModel, score
 from mlops_template.training.config import TrainingConfig
@@ -49,14 +56,14 @@ def with_model_inputs(trips: DataFrame) -> DataFrame:
 
 def register_model(platform: LocalPlatform) -> ScoringModel:
     training_set = with_model_inputs(generate_trips(platform.spark, rows=20_000, seed=1))
-    trained = train_model(training_set, TrainingConfig())
-    context = RunContext("bench.trips", "bench.pickup", "bench.dropoff", "bench", "0")
+    trained = train_model(training_set, TrainingConfig.defaults(PROBLEM), PROBLEM)
+    context = RunContext("bench.taxi.trips_clean", PROBLEM.feature_table_names("bench.taxi"), "bench", "0")
     run = log_training_run(platform.experiment_id("/bench/batch-scoring"), trained, context)
     return ScoringModel(MODEL_NAME, "challenger", register_challenger(MODEL_NAME, run))
 
 
 def time_spark_udf(rows: DataFrame, model: ScoringModel) -> float:
-    predictions = score(rows, model, dt.datetime.now())
+    predictions = score(rows, model, dt.datetime.now(), PROBLEM)
     predictions.write.format("noop").mode("overwrite").save()  # warm-up: workers start, model loads
     started = time.perf_counter()
     predictions.write.format("noop").mode("overwrite").save()

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlops_template.data.generator import generate_trips
-from mlops_template.features.lookups import build_training_set
-from mlops_template.platform import LocalPlatform
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_template.problem.data import generate_trips
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.tasks.features import FeaturesConfig, run
+from mlops_template.training.dataset import build_training_set
 
-SCHEMA = "bench.taxi"
 WARM_UP_ROWS = 10_000  # a first untimed run, so JVM start-up costs do not count for the first size
 
 
@@ -34,21 +34,19 @@ def _seconds(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def _schema(rows: int) -> str:
+    """One schema per size: the pipeline's tables are named by the problem spec."""
+    return f"bench.taxi_{rows}"
+
+
 def _run_features(platform: LocalPlatform, rows: int) -> None:
-    config = FeaturesConfig(
-        trips_table=f"{SCHEMA}.trips_{rows}",
-        pickup_features_table=f"{SCHEMA}.pickup_features_{rows}",
-        dropoff_features_table=f"{SCHEMA}.dropoff_features_{rows}",
-    )
     platform.task_values.current_task = "features"
-    run(platform, config)
+    run(platform, FeaturesConfig.model_validate({"schema": _schema(rows)}))
 
 
 def _build_training_set(platform: LocalPlatform, rows: int) -> None:
-    trips = platform.read_table(f"{SCHEMA}.trips_{rows}")
-    training = build_training_set(
-        platform, trips, f"{SCHEMA}.pickup_features_{rows}", f"{SCHEMA}.dropoff_features_{rows}"
-    )
+    trips = platform.read_table(PROBLEM.prepared_table_name(_schema(rows)))
+    training = build_training_set(platform, PROBLEM, trips, _schema(rows))
     training.write.format("noop").mode("overwrite").save()
 
 
@@ -74,7 +72,8 @@ def main() -> None:
         results: list[tuple[int, float, float | None]] = []
         try:
             for index, rows in enumerate([WARM_UP_ROWS, *args.rows]):
-                platform.save_table(generate_trips(platform.spark, rows=rows), f"{SCHEMA}.trips_{rows}")
+                trips = PROBLEM.prepare(generate_trips(platform.spark, rows=rows))
+                platform.save_table(trips, PROBLEM.prepared_table_name(_schema(rows)))
                 features = _seconds(lambda rows=rows: _run_features(platform, rows))
                 training = (
                     _seconds(lambda rows=rows: _build_training_set(platform, rows))

@@ -33,13 +33,13 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from mlops_template.features.columns import MODEL_INPUT_COLUMNS
-from mlops_template.platform import LocalPlatform
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_template.problem.features import MODEL_INPUT_COLUMNS
 from mlops_template.serving.spec import InferenceTableSpec, endpoint_config, save_endpoint_spec
 
 MODEL = "bench.serving.fare_model"
 ENDPOINT = "fares-bench"
-SERVE = "import typer; from mlops_template.serving.cli import serve_command; typer.run(serve_command)"
+SERVE = "import typer; from mlops_laptop.serving.cli import serve_command; typer.run(serve_command)"
 
 
 def _inputs(rows: int) -> pd.DataFrame:

@@ -17,11 +17,14 @@
 
 # COMMAND ----------
 
-from mlops_template.features.transforms import dropoff_features, pickup_features
 from mlops_template.notebook import notebook_context
+from mlops_template.problem.features import dropoff_features, pickup_features
+from mlops_template.tasks.prepare_data import PrepareDataConfig
 
 context = notebook_context()
-source = context.platform.read_table(str(context.bundle.variables["source_table"]))
+source = context.platform.read_table(
+    context.task_config("pipeline", "prepare_data", PrepareDataConfig).source_table
+)
 trips = context.platform.read_table(context.table("trips_clean"), produced_by="job pipeline")
 print(f"{source.count()} source trips, {trips.count()} after cleaning")
 

@@ -14,25 +14,25 @@
 
 import pandas as pd
 
-from mlops_template.features.lookups import build_training_set
 from mlops_template.notebook import notebook_context
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.registry.versions import model_status
 from mlops_template.training.config import TrainingConfig
+from mlops_template.training.dataset import build_training_set
 from mlops_template.training.model import train_model
 
 context = notebook_context()
-trips = context.platform.read_table(context.table("trips_clean"), produced_by="job pipeline")
-training_set = build_training_set(
-    context.platform, trips, context.table("pickup_features"), context.table("dropoff_features")
-)
+schema = f"{context.catalog}.{context.schema}"
+trips = context.platform.read_table(PROBLEM.prepared_table_name(schema), produced_by="job pipeline")
+training_set = build_training_set(context.platform, PROBLEM, trips, schema)
 
 # COMMAND ----------
 
 candidates = {
-    "default": TrainingConfig(),
-    "shallow": TrainingConfig(n_estimators=50, num_leaves=7),
+    "default": TrainingConfig.defaults(PROBLEM),
+    "shallow": TrainingConfig.from_overrides({"n_estimators": 50, "num_leaves": 7}, PROBLEM),
 }
-results = {name: train_model(training_set, config) for name, config in candidates.items()}
+results = {name: train_model(training_set, config, PROBLEM) for name, config in candidates.items()}
 pd.DataFrame({name: trained.metrics.as_dict("test_") for name, trained in results.items()}).T
 
 # COMMAND ----------

@@ -16,15 +16,16 @@
 
 import pandas as pd
 
-from mlops_template.features.columns import MODEL_INPUT_COLUMNS
-from mlops_template.features.lookups import build_feature_set
 from mlops_template.notebook import notebook_context
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.serving.ab_model import challenger_rows
+from mlops_template.serving.deploy import endpoint_deployer
 from mlops_template.serving.spec import build_endpoint_config
-from mlops_template.serving.task import DeployConfig, endpoint_spec
+from mlops_template.tasks.deploy import DeployConfig, endpoint_spec
+from mlops_template.training.dataset import build_feature_set
 
 context = notebook_context()
-deployer = context.platform.endpoint_deployer()
+deployer = endpoint_deployer(context.platform)
 
 # COMMAND ----------
 
@@ -48,11 +49,10 @@ request = build_endpoint_config(spec)
 
 # COMMAND ----------
 
-trips = context.platform.read_table(context.table("trips_clean"), produced_by="job pipeline").limit(5)
-rows = build_feature_set(
-    context.platform, trips, context.table("pickup_features"), context.table("dropoff_features")
-)
-records = rows.select("trip_id", *MODEL_INPUT_COLUMNS).toPandas().astype({"trip_id": str}).to_dict("records")
+schema = f"{context.catalog}.{context.schema}"
+trips = context.platform.read_table(PROBLEM.prepared_table_name(schema), produced_by="job pipeline").limit(5)
+rows = build_feature_set(context.platform, PROBLEM, trips, schema)
+records = rows.select("trip_id", *PROBLEM.input_names).toPandas().astype({"trip_id": str}).to_dict("records")
 answer = deployer.query(context.endpoint_name, records)
 pd.DataFrame({"trip_id": [r["trip_id"] for r in records], "predicted_fare": answer["predictions"]})
 

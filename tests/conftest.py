@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_template.platform import LocalPlatform, activate
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_template.platform import activate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

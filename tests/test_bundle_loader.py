@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_template.bundle import loader
-from mlops_template.bundle.loader import (
+from mlops_laptop.bundle import loader
+from mlops_laptop.bundle.loader import (
     BundleError,
     current_user,
     find_bundle_root,
@@ -114,7 +114,7 @@ def test_real_bundle_keeps_runtime_references() -> None:
     arguments = [a for t in job["tasks"] for a in t.get("python_wheel_task", {}).get("parameters", [])]
     assert any("{{job.parameters." in a for a in arguments)
     # Tables live in the schema resource, which development mode prefixes per user.
-    assert f"--output-table=workspace.dev_{short_name}_taxi_fare.trips_clean" in arguments
+    assert f"--schema=workspace.dev_{short_name}_taxi_fare" in arguments
 
 
 def test_development_mode_prefixes_names_like_the_cli() -> None:

@@ -40,8 +40,8 @@ from databricks.sdk.service.serving import (
 )
 
 from loopback import authenticate_to, loopback_workspace
-from mlops_template.doctor import CheckResult, Status, failed
-from mlops_template.doctor.local import (
+from mlops_laptop.doctor import CheckResult, Status, failed
+from mlops_laptop.doctor.local import (
     LocalContext,
     check_bundle_schema,
     check_bundle_valid,
@@ -50,8 +50,8 @@ from mlops_template.doctor.local import (
     check_port,
     local_checks,
 )
-from mlops_template.doctor.workspace import pinned_cli_version, workspace_checks
-from mlops_template.platform import LocalPlatform
+from mlops_laptop.doctor.workspace import pinned_cli_version, workspace_checks
+from mlops_laptop.platform.local import LocalPlatform
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 USER = "someone@example.com"
@@ -103,7 +103,7 @@ def test_a_busy_serving_port_is_named_with_another_port_to_use(tmp_path: Path) -
 
 
 def test_a_lock_held_by_another_process_names_that_process(tmp_path: Path) -> None:
-    """A real second process takes the state lock with `LocalPlatform._acquire_lock` (flock)."""
+    """A real second process takes the state lock with `LocalPlatform._acquire_lock` (`filelock`)."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -111,7 +111,7 @@ def test_a_lock_held_by_another_process_names_that_process(tmp_path: Path) -> No
             textwrap.dedent(f"""
                 import sys
                 from pathlib import Path
-                from mlops_template.platform.local import LocalPlatform
+                from mlops_laptop.platform.local import LocalPlatform
                 local = LocalPlatform("dev", Path({str(tmp_path)!r}))
                 local._acquire_lock()  # held while `local` lives
                 print("locked", flush=True)
@@ -165,7 +165,7 @@ def test_the_command_prints_each_problem_with_its_fix_and_exits_1(
     """`mlops doctor -t dev`: one line per check, the fix below a problem, exit code 1 on a FAIL."""
     from typer.testing import CliRunner
 
-    from mlops_template.cli import app
+    from mlops_laptop.cli import app
 
     monkeypatch.chdir(PROJECT_ROOT)
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))

@@ -9,21 +9,22 @@ import pytest
 from databricks.feature_engineering import FeatureLookup
 from pyspark.sql import functions as F
 
-from mlops_template.data.generator import generate_trips
-from mlops_template.features.columns import (
+from mlops_laptop.platform.local_feature_store import PRIMARY_KEYS_PROPERTY, FeatureStoreError
+from mlops_template.platform import MissingTableError
+from mlops_template.problem.data import generate_trips
+from mlops_template.problem.features import (
     DROPOFF_LOOKUP_TIME,
     LABEL,
     MODEL_INPUT_COLUMNS,
     PICKUP_FEATURES,
     PICKUP_LOOKUP_TIME,
+    add_trip_inputs,
+    pickup_features,
 )
-from mlops_template.features.lookups import build_feature_set, build_training_set
-from mlops_template.features.transforms import pickup_features
-from mlops_template.features.trips import add_trip_inputs
-from mlops_template.platform import MissingTableError
-from mlops_template.platform.local_feature_store import PRIMARY_KEYS_PROPERTY, FeatureStoreError
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.features import FeaturesConfig, run
+from mlops_template.training.dataset import build_feature_set, build_training_set
 
 T = dt.datetime  # the session time zone is UTC, so naive datetimes read as they print
 KEYS = {"primary_keys": ["zip", "ts"], "timestamp_key": "ts", "description": "test features"}
@@ -212,18 +213,9 @@ def test_the_timestamp_key_must_be_a_primary_key_and_tables_must_be_feature_tabl
 
 @pytest.fixture(scope="module")
 def feature_tables(platform, spark):
-    """Generated trips and the features task run over them."""
-    platform.save_table(generate_trips(spark, rows=3_000, seed=11), "test.fs_e2e.trips")
-    config = build_config(
-        FeaturesConfig,
-        [
-            "--trips-table=test.fs_e2e.trips",
-            "--pickup-features-table=test.fs_e2e.pickup_features",
-            "--dropoff-features-table=test.fs_e2e.dropoff_features",
-            "--start=",
-            "--end=",
-        ],
-    )
+    """Generated trips as the prepared table and the features task run over them."""
+    platform.save_table(generate_trips(spark, rows=3_000, seed=11), "test.fs_e2e.trips_clean")
+    config = build_config(FeaturesConfig, ["--schema=test.fs_e2e", "--start=", "--end="])
     run(platform, config)
     return config
 
@@ -240,7 +232,7 @@ def test_the_features_task_writes_both_tables_and_reruns_idempotently(platform, 
 
 
 def test_the_task_config_reads_iso_dates_and_checks_the_range():
-    common = ["--trips-table=a.b.c", "--pickup-features-table=a.b.d", "--dropoff-features-table=a.b.e"]
+    common = ["--schema=a.b"]
     config = build_config(FeaturesConfig, [*common, "--start=2016-01-10", "--end=2016-01-20T06:30:00"])
     assert (config.start, config.end) == (T(2016, 1, 10), T(2016, 1, 20, 6, 30))
     with pytest.raises(TaskArgumentError, match="must be before end"):
@@ -248,10 +240,8 @@ def test_the_task_config_reads_iso_dates_and_checks_the_range():
 
 
 def test_the_training_set_joins_features_as_of_each_trip(platform, feature_tables):
-    trips = platform.read_table("test.fs_e2e.trips")
-    training = build_training_set(
-        platform, trips, "test.fs_e2e.pickup_features", "test.fs_e2e.dropoff_features"
-    )
+    trips = platform.read_table("test.fs_e2e.trips_clean")
+    training = build_training_set(platform, PROBLEM, trips, "test.fs_e2e")
     assert {*MODEL_INPUT_COLUMNS, LABEL} <= set(training.columns)
     assert training.columns[-1] == LABEL
     assert not {PICKUP_LOOKUP_TIME, DROPOFF_LOOKUP_TIME} & set(training.columns)
@@ -275,16 +265,18 @@ def test_the_training_set_joins_features_as_of_each_trip(platform, feature_table
 
 
 def test_the_feature_set_for_scoring_needs_no_label(platform, feature_tables):
-    trips = platform.read_table("test.fs_e2e.trips").drop(LABEL)
-    rows = build_feature_set(platform, trips, "test.fs_e2e.pickup_features", "test.fs_e2e.dropoff_features")
+    trips = platform.read_table("test.fs_e2e.trips_clean").drop(LABEL)
+    rows = build_feature_set(platform, PROBLEM, trips, "test.fs_e2e")
     assert rows.columns[: len(trips.columns)] == trips.columns
     assert set(MODEL_INPUT_COLUMNS) <= set(rows.columns)
     assert rows.count() == trips.count()
 
 
 def test_no_joined_feature_row_is_later_than_the_lookup_time(platform, feature_tables):
-    trips = add_trip_inputs(platform.read_table("test.fs_e2e.trips"))
-    with_ts = pickup_features(platform.read_table("test.fs_e2e.trips")).withColumn("window_end", F.col("ts"))
+    trips = add_trip_inputs(platform.read_table("test.fs_e2e.trips_clean"))
+    with_ts = pickup_features(platform.read_table("test.fs_e2e.trips_clean")).withColumn(
+        "window_end", F.col("ts")
+    )
     platform.feature_store.write_table("test.fs_e2e.pickup_with_ts", with_ts, **KEYS)
     lookup = FeatureLookup(
         "test.fs_e2e.pickup_with_ts",

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_template.bundle.loader import load_bundle, read_config
-from mlops_template.bundle.runner import check_job, load_entry_point
-from mlops_template.bundle.validate import SCHEMA_ENV, check_config, find_schema, load_schema
+from mlops_laptop.bundle.loader import load_bundle, read_config
+from mlops_laptop.bundle.runner import check_job, load_entry_point
+from mlops_laptop.bundle.validate import SCHEMA_ENV, check_config, find_schema, load_schema
+from mlops_template.problem.spec import PROBLEM as TAXI
 from mlops_template.tasks import monitor_check, monitor_drift, monitor_unpack, quality_monitor
 from mlops_template.tasks.common import TaskArgumentError, build_config
 
@@ -39,10 +40,25 @@ def test_the_whole_configuration_passes_the_cli_json_schema() -> None:
     check_config(read_config(PROJECT_ROOT), load_schema(find_schema()))
 
 
-def _quality_monitor_config(target: str) -> quality_monitor.QualityMonitorConfig:
+def _parameters(target: str, task_key: str = "quality_monitor") -> list[str]:
     job = load_bundle(PROJECT_ROOT, target).job("monitoring")
-    [task] = [task for task in job["tasks"] if task["task_key"] == "quality_monitor"]
-    return build_config(quality_monitor.QualityMonitorConfig, task["python_wheel_task"]["parameters"])
+    [task] = [task for task in job["tasks"] if task["task_key"] == task_key]
+    return task["python_wheel_task"]["parameters"]
+
+
+def _quality_monitor_config(target: str) -> quality_monitor.QualityMonitorConfig:
+    return build_config(quality_monitor.QualityMonitorConfig, _parameters(target))
+
+
+def test_the_drift_task_gets_the_schema_and_the_champions_model_name() -> None:
+    """The drift baseline is the prepared rows of the schema and the champion's predictions on them."""
+    bundle = load_bundle(PROJECT_ROOT, "staging")
+    config = build_config(
+        monitor_drift.MonitorDriftConfig, [_runtime(p) for p in _parameters("staging", "drift")]
+    )
+    schema = f"{bundle.variables['catalog']}.{bundle.resources['schemas']['pipeline_schema']['name']}"
+    assert config.schema_ == schema
+    assert config.model_name == f"{schema}.{bundle.variables['model_name']}"
 
 
 @pytest.mark.parametrize("target, enabled", [("dev", False), ("staging", True), ("prod", True)])
@@ -59,13 +75,14 @@ def test_the_quality_monitor_is_a_task_on_in_staging_and_prod_only(target: str, 
     assert spec.table_name == f"{bundle.variables['catalog']}.{schema}.{prefix}_monitoring"
     assert spec.output_schema_name == f"{bundle.variables['catalog']}.{schema}"
     assert spec.inference_log.model_dump() == {
-        "problem_type": "PROBLEM_TYPE_REGRESSION",
+        "problem_type": "PROBLEM_TYPE_REGRESSION",  # the problem spec's task type, no job parameter
         "timestamp_col": "request_time",
         "model_id_col": "model_version",
         "prediction_col": "prediction",
-        "label_col": "fare_amount",
+        "label_col": TAXI.label,
         "granularities": ["1 hour", "1 day"],
     }
+    assert not [p for p in _parameters(target) if p.startswith("--problem-type")]
     assert spec.slicing_exprs == ["request_format", "variant"]
     assert bool(spec.schedule_cron) == (target == "prod")
 
@@ -76,10 +93,10 @@ def test_a_broken_monitor_setting_is_rejected_naming_its_parameter(tmp_path: Pat
     shutil.copy(PROJECT_ROOT / "databricks.yml", root)
     shutil.copytree(PROJECT_ROOT / "resources", root / "resources")
     job_file = root / "resources" / "monitoring.job.yml"
-    job_file.write_text(job_file.read_text().replace("PROBLEM_TYPE_REGRESSION", "REGRESSION"))
+    job_file.write_text(job_file.read_text().replace("--granularities=1 hour,1 day", "--granularities="))
     tasks = load_bundle(root, "prod").job("monitoring")["tasks"]
     [task] = [t for t in tasks if t["task_key"] == "quality_monitor"]
-    with pytest.raises(TaskArgumentError, match=r"--problem-type"):
+    with pytest.raises(TaskArgumentError, match=r"--granularities"):
         build_config(quality_monitor.QualityMonitorConfig, task["python_wheel_task"]["parameters"])
 
 

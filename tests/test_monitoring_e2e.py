@@ -15,29 +15,26 @@ from mlflow import MlflowClient
 from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
-from mlops_template.bundle.loader import load_bundle
-from mlops_template.bundle.runner import LocalJobRunner, TaskStatus
+from mlops_laptop.bundle.loader import load_bundle
+from mlops_laptop.bundle.runner import LocalJobRunner, TaskStatus
+from mlops_laptop.monitoring.cli import simulate_traffic
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_laptop.serving.app import create_app
+from mlops_laptop.serving.endpoint import Endpoint
+from mlops_laptop.serving.server import LocalServer
 from mlops_template.monitoring.metrics import metrics_frame, window_table
-from mlops_template.monitoring.simulate import simulate_traffic
 from mlops_template.monitoring.tables import MonitoringTables
 from mlops_template.monitoring.tracking import FIGURE_PATH
-from mlops_template.platform import LocalPlatform
 from mlops_template.registry.versions import get_aliases, promote
-from mlops_template.serving.app import create_app
-from mlops_template.serving.endpoint import Endpoint
-from mlops_template.serving.server import LocalServer
 from mlops_template.serving.spec import load_endpoint_specs
-from mlops_template.serving.task import DeployConfig
-from mlops_template.serving.task import run as deploy
 from mlops_template.tasks import features, monitor_drift, monitor_unpack, prepare_data, train
 from mlops_template.tasks.common import build_config
+from mlops_template.tasks.deploy import DeployConfig
+from mlops_template.tasks.deploy import run as deploy
 from mlops_template.training.tracking import INPUT_EXAMPLE_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "monitoring_e2e"
-TRIPS, PICKUP, DROPOFF = (
-    f"test.{SCHEMA}.{name}" for name in ("trips_clean", "pickup_features", "dropoff_features")
-)
 MODEL = f"test.{SCHEMA}.fare_model"
 EXPERIMENT = "/Shared/test-monitoring"
 SCENARIOS = {"clean": False, "drifted": True}  # inference-table prefix -> --drift
@@ -83,28 +80,20 @@ def champion(platform: LocalPlatform) -> Iterator[None]:
     """Clean trips, feature tables and a promoted model, made by the pipeline's own tasks."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GIT_SHA", "test-sha")
+        schema = f"test.{SCHEMA}"
         run_task(
             platform,
             prepare_data,
             prepare_data.PrepareDataConfig,
             source_table="samples.nyctaxi.trips",
-            output_table=TRIPS,
+            schema=schema,
         )
-        run_task(
-            platform,
-            features,
-            features.FeaturesConfig,
-            trips_table=TRIPS,
-            pickup_features_table=PICKUP,
-            dropoff_features_table=DROPOFF,
-        )
+        run_task(platform, features, features.FeaturesConfig, schema=schema)
         run_task(
             platform,
             train,
             train.TrainConfig,
-            trips_table=TRIPS,
-            pickup_features_table=PICKUP,
-            dropoff_features_table=DROPOFF,
+            schema=schema,
             experiment_name=EXPERIMENT,
             model_name=MODEL,
             bundle_target="test",
@@ -165,9 +154,8 @@ def monitored(platform: LocalPlatform, traffic: dict[str, str]) -> dict[str, dic
             monitor_drift.MonitorDriftConfig,
             monitoring_table=names.monitoring,
             metrics_table=names.drift_metrics,
-            trips_table=TRIPS,
-            pickup_features_table=PICKUP,
-            dropoff_features_table=DROPOFF,
+            schema=f"test.{SCHEMA}",
+            model_name=MODEL,
             experiment_name=EXPERIMENT,
             bundle_target="test",
             job_run_id=f"monitoring-{prefix}",
@@ -178,7 +166,7 @@ def monitored(platform: LocalPlatform, traffic: dict[str, str]) -> dict[str, dic
     return values
 
 
-def test_the_simulator_sent_every_format_and_recorded_actual_fares(platform, traffic, monitored):
+def test_the_simulator_sent_every_format_and_recorded_the_labels(platform, traffic, monitored):
     assert "Sent 90 requests" in traffic["clean"] and "drifted" in traffic["drifted"]
     rows = platform.read_table(tables("clean").monitoring)
     answered = rows.where(F.col("status_code") == 200)
@@ -196,6 +184,8 @@ def test_clean_traffic_does_not_trigger_retraining(platform, monitored):
     windows = window_table(metrics_frame(platform.read_table(tables("clean").drift_metrics), GRANULARITY))
     assert windows["rmse"].iloc[-1] < 5.0
     assert windows["rows"].iloc[-1] >= 50
+    psi = window_table(metrics_frame(platform.read_table(tables("clean").drift_metrics), GRANULARITY), "psi")
+    assert psi["prediction"].iloc[-1] < 0.25  # served predictions vs the champion's on the baseline
     assert windows["latency_p50_ms"].iloc[-1] <= windows["latency_p99_ms"].iloc[-1]
 
 
@@ -204,6 +194,7 @@ def test_drifted_traffic_triggers_retraining_naming_the_drift(platform, monitore
     assert check["retrain"] == "true"
     reasons = " ".join(check["reasons"])
     assert "psi(trip_distance)" in reasons and "psi(pickup_hour)" in reasons and "rmse=" in reasons
+    assert "psi(prediction)" in reasons  # longer trips: dearer fares than the champion's baseline
     assert "psi(dropoff_zip)" not in reasons  # untouched inputs do not drift
     psi = window_table(
         metrics_frame(platform.read_table(tables("drifted").drift_metrics), GRANULARITY), "psi"

@@ -1,4 +1,5 @@
-"""Monitoring without Spark: PSI and KS, thresholds, the retrain decision, the report, request parsing."""
+"""Monitoring without Spark: PSI and KS, thresholds, window quality, the retrain decision, the report,
+request parsing, for the taxi regression and the churn classification spec."""
 
 from __future__ import annotations
 
@@ -10,13 +11,8 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from mlops_template.features.columns import MODEL_INPUT_COLUMNS
-from mlops_template.monitoring.check import decide
-from mlops_template.monitoring.config import MonitoringThresholds, ThresholdsError
-from mlops_template.monitoring.drift import ks_statistic, population_stability_index
-from mlops_template.monitoring.metrics import METRICS_SCHEMA, WINDOW_LEVEL
-from mlops_template.monitoring.report import format_report
-from mlops_template.monitoring.simulate import (
+from churn.spec import PROBLEM as CHURN
+from mlops_laptop.monitoring.simulate import (
     FORMATS,
     MALFORMED,
     TrafficError,
@@ -25,8 +21,14 @@ from mlops_template.monitoring.simulate import (
     plan_traffic,
     request_body,
 )
+from mlops_template.monitoring.check import decide
+from mlops_template.monitoring.config import MonitoringThresholds, ThresholdsError
+from mlops_template.monitoring.drift import categorical_psi, ks_statistic, population_stability_index
+from mlops_template.monitoring.metrics import METRICS_SCHEMA, WINDOW_LEVEL, drift_rows, quality
+from mlops_template.monitoring.report import format_report
 from mlops_template.monitoring.tables import granularity_length
-from mlops_template.monitoring.unpack import exchange_rows, parse_request, parse_response
+from mlops_template.monitoring.unpack import ServedColumns, exchange_rows, parse_request, parse_response
+from mlops_template.problem.spec import PROBLEM as TAXI
 
 RNG = np.random.default_rng(3)
 BIG_TRIP_ID = -8793004155013582123
@@ -49,17 +51,21 @@ def test_a_shifted_normal_has_large_psi_and_ks() -> None:
     assert ks_statistic(baseline, shifted) > 0.3
 
 
-@pytest.mark.parametrize(
-    "loc, scale, size", [(0.0, 1.0, 50), (0.3, 1.0, 400), (0.0, 2.0, 1_000), (2.0, 0.5, 7)]
-)
-def test_ks_statistic_equals_scipy(loc: float, scale: float, size: int) -> None:
-    baseline, window = RNG.normal(size=2_000), RNG.normal(loc, scale, size)
-    assert ks_statistic(baseline, window) == pytest.approx(ks_2samp(baseline, window).statistic, abs=1e-12)
+def test_ks_is_scipys_statistic_over_the_values_present() -> None:
+    baseline, window = RNG.normal(size=2_000), RNG.normal(0.3, 1.0, 400)
+    with_gaps = np.where(RNG.random(400) < 0.2, np.nan, window)
+    expected = ks_2samp(baseline, with_gaps[~np.isnan(with_gaps)]).statistic
+    assert ks_statistic(baseline, with_gaps) == pytest.approx(expected, abs=1e-12)
 
 
-def test_ks_equals_scipy_on_discrete_values_with_ties() -> None:
-    baseline, window = RNG.integers(0, 24, 3_000).astype(float), RNG.integers(16, 24, 300).astype(float)
-    assert ks_statistic(baseline, window) == pytest.approx(ks_2samp(baseline, window).statistic, abs=1e-12)
+def test_psi_of_a_string_input_counts_its_values_unseen_ones_and_missing_ones() -> None:
+    plans = pd.Series(RNG.choice(["basic", "standard", "premium"], 3_000, p=[0.5, 0.3, 0.2]))
+    same = pd.Series(RNG.choice(["basic", "standard", "premium"], 1_000, p=[0.5, 0.3, 0.2]))
+    assert categorical_psi(plans, same) < 0.01
+    assert categorical_psi(plans, pd.Series(["premium"] * 900 + ["basic"] * 100)) > 1.0
+    assert categorical_psi(plans, pd.Series(["gold"] * 500 + ["basic"] * 500)) > 1.0  # unseen value
+    assert categorical_psi(plans, pd.Series([None] * 500 + ["basic"] * 500)) > 1.0  # missing
+    assert np.isnan(categorical_psi(pd.Series([], dtype=object), same))
 
 
 def test_psi_of_a_binary_feature_and_of_missing_values() -> None:
@@ -76,17 +82,32 @@ def test_psi_of_a_binary_feature_and_of_missing_values() -> None:
 
 
 def test_thresholds_from_json_override_defaults_and_name_bad_keys() -> None:
-    thresholds = MonitoringThresholds.from_json('{"psi": 0.1, "features": ["trip_distance"]}')
+    thresholds = MonitoringThresholds.from_json('{"psi": 0.1, "features": ["trip_distance"]}', TAXI)
     assert (thresholds.psi, thresholds.features, thresholds.ks) == (0.1, ["trip_distance"], 0.2)
-    assert MonitoringThresholds.from_json("") == MonitoringThresholds()
+    assert MonitoringThresholds.from_json("", TAXI) == MonitoringThresholds.defaults(TAXI)
     with pytest.raises(ThresholdsError, match="psy"):
-        MonitoringThresholds.from_json('{"psy": 0.1}')
-    with pytest.raises(ThresholdsError, match="not model inputs"):
-        MonitoringThresholds.from_json('{"features": ["fare"]}')
+        MonitoringThresholds.from_json('{"psy": 0.1}', TAXI)
+    with pytest.raises(ThresholdsError, match="not monitored inputs"):
+        MonitoringThresholds.from_json('{"features": ["fare"]}', TAXI)
     with pytest.raises(ThresholdsError, match="cannot exceed"):
-        MonitoringThresholds.from_json('{"evaluation_windows": 1, "violation_windows": 2}')
+        MonitoringThresholds.from_json('{"evaluation_windows": 1, "violation_windows": 2}', TAXI)
     with pytest.raises(ThresholdsError, match="JSON object"):
-        MonitoringThresholds.from_json("[1]")
+        MonitoringThresholds.from_json("[1]", TAXI)
+
+
+def test_quality_thresholds_default_to_the_spec_and_are_named_apart_from_the_gate() -> None:
+    """`max_rmse` is the gate's (held-out rows, before promotion); monitoring's is `quality_max_rmse`."""
+    assert MonitoringThresholds.defaults(TAXI).quality == dict(TAXI.quality_thresholds)
+    assert MonitoringThresholds.defaults(TAXI).features == TAXI.input_names
+    overridden = MonitoringThresholds.from_json('{"quality_max_rmse": 3.5, "quality_min_r2": 0.5}', TAXI)
+    assert overridden.quality == {"max_rmse": 3.5, "min_r2": 0.5}
+    assert MonitoringThresholds.model_validate(overridden.model_dump()) == overridden  # as logged
+    with pytest.raises(ThresholdsError, match="max_rmse names a gate threshold: .* is quality_max_rmse"):
+        MonitoringThresholds.from_json('{"max_rmse": 3.5}', TAXI)  # the gate's name: not a setting here
+    with pytest.raises(ThresholdsError, match=r"quality_max_log_loss is not one of \['quality_min_rmse'"):
+        MonitoringThresholds.from_json('{"quality_max_log_loss": 0.5}', TAXI)
+    churn = MonitoringThresholds.from_json('{"quality_min_roc_auc": 0.7, "features": ["plan"]}', CHURN)
+    assert (churn.quality, churn.features) == ({"min_roc_auc": 0.7}, ["plan"])
 
 
 def test_granularity_accepts_spark_window_lengths_only() -> None:
@@ -96,10 +117,55 @@ def test_granularity_accepts_spark_window_lengths_only() -> None:
         granularity_length("hourly")
 
 
+# --- quality and drift of a window ----------------------------------------------------------------
+
+
+def test_a_classification_window_gets_log_loss_brier_accuracy_and_roc_auc() -> None:
+    labels = pd.Series([1, 0, 1, 1, 0, 0], dtype="float64")  # as the monitoring table holds them
+    probabilities = pd.Series([0.9, 0.2, 0.6, 0.4, 0.3, 0.7])
+    values = quality(CHURN, labels, probabilities)
+    assert list(values) == ["roc_auc", "log_loss", "brier", "accuracy"]
+    assert values["accuracy"] == pytest.approx(4 / 6)  # 0.4 and 0.7 fall on the wrong side of 0.5
+    assert values["brier"] == pytest.approx(np.mean((probabilities - labels) ** 2))
+    expected_log_loss = -np.mean(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities))
+    assert values["log_loss"] == pytest.approx(expected_log_loss)
+    assert values["roc_auc"] == pytest.approx(7 / 9)  # of the 9 (churned, stayed) pairs, 7 ranked right
+    one_class = quality(CHURN, pd.Series([1.0, 1.0]), pd.Series([0.8, 0.4]))
+    assert np.isnan(one_class["roc_auc"]) and one_class["accuracy"] == 0.5  # the rest still judged
+    assert all(np.isnan(v) for v in quality(CHURN, pd.Series([], dtype=float), pd.Series([])).values())
+
+
+def test_a_regression_window_gets_rmse_mae_and_r2() -> None:
+    values = quality(TAXI, pd.Series([10.0, 20.0, 30.0]), pd.Series([12.0, 18.0, 30.0]))
+    assert values["rmse"] == pytest.approx(np.sqrt(8 / 3))
+    assert values["mae"] == pytest.approx(4 / 3)
+    assert set(values) == {"rmse", "mae", "r2"}
+
+
+def test_prediction_drift_compares_probabilities_with_the_champions_not_with_labels() -> None:
+    """A healthy classifier's probabilities are nothing like 0 / 1 labels: compared with the
+    baseline's labels they would raise a drift alarm (and a retrain) on every window."""
+    inputs = {name: RNG.normal(size=4_000) for name in CHURN.input_names if name != "plan"}
+    scores = RNG.normal(size=4_000)
+    champion = 1 / (1 + np.exp(-scores))
+    baseline = pd.DataFrame(
+        {"plan": RNG.choice(["basic", "premium"], 4_000), **inputs, "churned": RNG.random(4_000) < champion}
+    ).assign(prediction=champion)
+    served = baseline.sample(800, random_state=1).assign(prediction=lambda f: f["prediction"] + 0.01)
+    rows = {(metric, column): value for metric, column, value in drift_rows(served, baseline, CHURN, 10)}
+    limit = MonitoringThresholds.defaults(CHURN).prediction_psi
+    assert rows[("psi", "prediction")] < 0.05 < limit
+    against_labels = population_stability_index(baseline["churned"].to_numpy(float), served["prediction"])
+    assert against_labels > limit  # what comparing with labels would have reported
+    assert rows[("psi", "plan")] < 0.05 and np.isnan(rows[("ks", "plan")])  # a string input: PSI only
+
+
 # --- the retrain decision -------------------------------------------------------------------------
 
 
-def window_metrics(start: dt.datetime, *, rows: int = 500, psi: float = 0.01, rmse: float = 2.0) -> list:
+def window_metrics(
+    start: dt.datetime, *, rows: int = 500, psi: float = 0.01, rmse: float = 2.0, spec=TAXI
+) -> list:
     """The stored metric rows of one window: every input with `psi` (KS = psi / 2)."""
     level = {
         "requests": rows / 2,
@@ -110,8 +176,8 @@ def window_metrics(start: dt.datetime, *, rows: int = 500, psi: float = 0.01, rm
         "mae": 1.5,
     }
     values = [(name, WINDOW_LEVEL, value) for name, value in level.items()]
-    values += [("psi", name, psi) for name in [*MODEL_INPUT_COLUMNS, "prediction"]]
-    values += [("ks", name, psi / 2) for name in [*MODEL_INPUT_COLUMNS, "prediction"]]
+    values += [("psi", name, psi) for name in [*spec.input_names, "prediction"]]
+    values += [("ks", name, psi / 2) for name in [*spec.input_names, "prediction"]]
     end = start + dt.timedelta(hours=1)
     return [("1 hour", start, end, metric, column, value, end) for metric, column, value in values]
 
@@ -122,13 +188,14 @@ def frame(*windows: list) -> pd.DataFrame:
 
 T0 = dt.datetime(2024, 5, 1, 10)
 HOUR = dt.timedelta(hours=1)
+DEFAULTS = MonitoringThresholds.defaults(TAXI)
 
 
 def test_clean_windows_do_not_trigger_and_a_drifted_one_does() -> None:
     clean = frame(window_metrics(T0), window_metrics(T0 + HOUR))
-    assert not decide(clean, MonitoringThresholds()).retrain
+    assert not decide(clean, DEFAULTS).retrain
     drifted = frame(window_metrics(T0), window_metrics(T0 + HOUR, psi=0.6))
-    decision = decide(drifted, MonitoringThresholds())
+    decision = decide(drifted, DEFAULTS)
     assert decision.retrain
     assert decision.judged_windows == [T0, T0 + HOUR]
     assert "2024-05-01 11:00: psi(trip_distance)=0.600 > 0.2" in decision.reasons
@@ -137,73 +204,128 @@ def test_clean_windows_do_not_trigger_and_a_drifted_one_does() -> None:
 
 def test_quality_drop_triggers_only_with_enough_labels() -> None:
     degraded = frame(window_metrics(T0, rmse=9.0))
-    assert decide(degraded, MonitoringThresholds()).reasons[1] == "2024-05-01 10:00: rmse=9.00 > 5.0"
+    assert decide(degraded, DEFAULTS).reasons[1] == "2024-05-01 10:00: rmse=9.000 > 5.0"
     few_labels = degraded.copy()
     few_labels.loc[few_labels["metric"] == "labeled_rows", "value"] = 3
-    assert not decide(few_labels, MonitoringThresholds()).retrain
+    assert not decide(few_labels, DEFAULTS).retrain
+
+
+def test_classification_quality_limits_judge_each_metric_in_its_direction() -> None:
+    window = window_metrics(T0, spec=CHURN)
+    window += [
+        ("1 hour", T0, T0 + HOUR, name, WINDOW_LEVEL, v, T0)
+        for name, v in (("roc_auc", 0.55), ("brier", 0.1))
+    ]
+    thresholds = MonitoringThresholds.from_json(
+        '{"quality_min_roc_auc": 0.6, "quality_max_brier": 0.2}', CHURN
+    )
+    assert decide(frame(window), thresholds).reasons[1:] == ["2024-05-01 10:00: roc_auc=0.550 < 0.6"]
+    healthy = MonitoringThresholds.from_json('{"quality_min_roc_auc": 0.5}', CHURN)
+    assert not decide(frame(window), healthy).retrain
 
 
 def test_small_windows_old_windows_and_the_vote_count() -> None:
     drifted = frame(window_metrics(T0, psi=0.6), window_metrics(T0 + HOUR, psi=0.6, rows=20))
-    assert decide(drifted, MonitoringThresholds()).judged_windows == [T0]  # 20 rows: not judged
-    during = decide(drifted, MonitoringThresholds(), not_before=T0 + dt.timedelta(minutes=30))
+    assert decide(drifted, DEFAULTS).judged_windows == [T0]  # 20 rows: not judged
+    during = decide(drifted, DEFAULTS, not_before=T0 + dt.timedelta(minutes=30))
     assert during.retrain  # the window has traffic after the newest model version
-    after_retraining = decide(drifted, MonitoringThresholds(), not_before=T0 + HOUR)
+    after_retraining = decide(drifted, DEFAULTS, not_before=T0 + HOUR)
     assert not after_retraining.retrain
     assert "ending after the latest model version" in after_retraining.reasons[0]
-    two_of_three = MonitoringThresholds(evaluation_windows=3, violation_windows=2)
+    two_of_three = DEFAULTS.model_copy(update={"evaluation_windows": 3, "violation_windows": 2})
     one_bad = frame(window_metrics(T0), window_metrics(T0 + HOUR, psi=0.6), window_metrics(T0 + 2 * HOUR))
     assert not decide(one_bad, two_of_three).retrain
-    assert decide(frame(), MonitoringThresholds()).reasons == ["no drift metrics yet: no window to judge"]
+    assert decide(frame(), DEFAULTS).reasons == ["no drift metrics yet: no window to judge"]
 
 
-def test_report_lists_windows_drifted_inputs_and_the_verdict() -> None:
+def test_report_lists_windows_the_task_types_metrics_drifted_inputs_and_the_verdict() -> None:
     metrics = frame(window_metrics(T0), window_metrics(T0 + HOUR, psi=0.6, rmse=9.0))
-    text = format_report(metrics, MonitoringThresholds(), table="c.s.x_drift_metrics", granularity="1 hour")
+    text = format_report(metrics, DEFAULTS, TAXI, table="c.s.x_drift_metrics", granularity="1 hour")
     lines = text.splitlines()
     assert lines[0] == "Monitoring metrics of c.s.x_drift_metrics: latest 2 windows of 1 hour"
+    assert lines[2].split()[8:11] == ["rmse", "mae", "r2"]
     assert lines[3].startswith("2024-05-01 10:00      250    2.0%")
     assert lines[3].endswith("  -")
-    assert "trip_distance (0.60, 0.30)" in lines[4] and "9.00" in lines[4]
+    assert "trip_distance (0.60, 0.30)" in lines[4] and "9.000" in lines[4]
     assert "Retrain by these thresholds: yes" in lines
-    assert "No 1 hour windows" in format_report(
-        frame(), MonitoringThresholds(), table="t", granularity="1 hour"
+    assert "No 1 hour windows" in format_report(frame(), DEFAULTS, TAXI, table="t", granularity="1 hour")
+    churn_thresholds = MonitoringThresholds.defaults(CHURN)
+    churn = format_report(
+        frame(window_metrics(T0, spec=CHURN)), churn_thresholds, CHURN, table="t", granularity="1 hour"
     )
+    assert churn.splitlines()[2].split()[8:12] == ["roc_auc", "log_loss", "brier", "accuracy"]
 
 
 # --- requests and responses -------------------------------------------------------------------------
 
 
-def inputs(rows: int = 2) -> pd.DataFrame:
-    values = {name: RNG.uniform(1, 20, rows) for name in MODEL_INPUT_COLUMNS}
-    values["mean_fare_window_1h_pickup_zip"][0] = np.nan
-    return pd.DataFrame({"trip_id": [BIG_TRIP_ID, *range(1, rows)], **values, "fare_amount": 10.0})
+def inputs(rows: int = 2, spec=TAXI) -> pd.DataFrame:
+    """Rows to send: the row id (the first a big int64), the inputs, the label; one input missing."""
+    values = {
+        i.name: RNG.choice(["basic", "premium"], rows) if i.type == "string" else RNG.uniform(1, 20, rows)
+        for i in spec.model_inputs
+    }
+    last = spec.input_names[-1]
+    values[last][0] = None if spec.model_inputs[-1].type == "string" else np.nan
+    return pd.DataFrame({spec.row_id: [BIG_TRIP_ID, *range(1, rows)], **values, spec.label: 1.0})
+
+
+def exchange(body: dict, response: dict) -> dict:
+    return {
+        "databricks_request_id": "r",
+        "client_request_id": "c-1",
+        "request_time": T0,
+        "request_date": T0.date(),
+        "served_entity_id": "entity-2",
+        "status_code": 200,
+        "execution_duration_ms": 7,
+        "request": json.dumps(body),
+        "response": json.dumps(response),
+    }
 
 
 @pytest.mark.parametrize("request_format", FORMATS)
 def test_each_request_format_parses_to_the_sent_rows(request_format: str) -> None:
     sent = inputs(3)
-    parsed_format, frame_ = parse_request(json.dumps(request_body(sent, request_format, "c-1")))
+    body = request_body(sent, request_format, "c-1", TAXI)
+    parsed_format, frame_ = parse_request(json.dumps(body))
     assert parsed_format == request_format
-    rows = exchange_rows(
-        {
-            "databricks_request_id": "r",
-            "client_request_id": "c-1",
-            "request_time": T0,
-            "request_date": T0.date(),
-            "served_entity_id": "fare_model-2",
-            "status_code": 200,
-            "execution_duration_ms": 7,
-            "request": json.dumps(request_body(sent, request_format, "c-1")),
-            "response": json.dumps({"predictions": [11.0, 12.0, 13.0]}),
-        }
-    )
-    assert [row["trip_id"] for row in rows] == sent["trip_id"].tolist()
+    rows = exchange_rows(exchange(body, {"predictions": [11.0, 12.0, 13.0]}), ServedColumns.of(TAXI))
+    assert [row["trip_id"] for row in rows] == [str(i) for i in sent["trip_id"]]  # exact, as text
     assert [row["row_index"] for row in rows] == [0, 1, 2]
     assert [row["prediction"] for row in rows] == [11.0, 12.0, 13.0]
-    assert rows[0]["mean_fare_window_1h_pickup_zip"] is None
+    assert rows[0][TAXI.input_names[-1]] is None
     assert rows[1]["trip_distance"] == pytest.approx(sent["trip_distance"][1])
     assert len(frame_) == 3
+
+
+@pytest.mark.parametrize("request_format", FORMATS)
+def test_string_inputs_and_class_probabilities_survive_unpacking(request_format: str) -> None:
+    """A classifier served with predict_proba answers one probability per class; `prediction` is
+    that of label 1, and a string input keeps its text."""
+    sent = inputs(3, CHURN)
+    body = request_body(sent, request_format, "c-1", CHURN)
+    answer = {"predictions": [[0.9, 0.1], [0.25, 0.75], [0.5, 0.5]]}
+    rows = exchange_rows(exchange(body, answer), ServedColumns.of(CHURN))
+    assert [row["plan"] for row in rows] == sent["plan"].tolist()
+    assert [type(row["plan"]) for row in rows] == [str] * 3
+    assert rows[0]["mean_minutes_7d"] is None
+    assert [row["prediction"] for row in rows] == [0.1, 0.75, 0.5]
+    assert [row["event_id"] for row in rows] == [str(i) for i in sent["event_id"]]
+    assert rows[1]["minutes"] == pytest.approx(sent["minutes"][1])
+
+
+def test_classifier_answers_in_every_shape_give_the_probability_of_label_1() -> None:
+    def probabilities(response: str) -> list:
+        return [row["prediction"] for row in parse_response(response, classifier=True)[0]]
+
+    assert probabilities('{"predictions": [[0.8, 0.2], [0.3, 0.7]]}') == [0.2, 0.7]  # numpy output
+    assert probabilities('{"predictions": [{"0": 0.8, "1": 0.2}]}') == [0.2]  # a DataFrame's records
+    assert probabilities('{"predictions": {"0": [0.8, 0.4], "1": [0.2, 0.6]}}') == [0.2, 0.6]  # columnar
+    assert probabilities('{"predictions": [0.35, [0.65]]}') == [0.35, 0.65]  # one probability per row
+    ab = parse_response('{"predictions": [{"prediction": [0.1, 0.9], "variant": "challenger"}]}', True)
+    assert ab == ([{"prediction": 0.9, "variant": "challenger"}], None)
+    assert probabilities('{"predictions": [[0.2, 0.3, 0.5], 1.7, "x"]}') == [None, None, None]
 
 
 def test_unreadable_requests_and_responses_never_raise() -> None:
@@ -240,18 +362,29 @@ def test_other_hosts_are_refused(url: str) -> None:
         check_loopback(url)
 
 
-def test_planned_traffic_mixes_formats_some_malformed_and_keeps_actual_fares() -> None:
-    trips = inputs(400)
-    plan = plan_traffic(trips, 200, np.random.default_rng(1), drift=True, run_id="sim")
+def test_planned_traffic_mixes_formats_some_malformed_and_keeps_the_labels() -> None:
+    rows = inputs(400)
+    plan = plan_traffic(rows, 200, np.random.default_rng(1), TAXI, drift=True, run_id="sim")
     kinds = {planned.kind for planned in plan}
     assert set(FORMATS) <= kinds
     assert any(kind.startswith("malformed:") for kind in kinds)
-    fares = pd.concat([planned.fares for planned in plan])
-    assert set(fares["fare_amount"]) == {10.0}
+    labels = pd.concat([planned.labels for planned in plan])
+    assert list(labels.columns) == ["trip_id", "fare_amount"] and set(labels["fare_amount"]) == {1.0}
     first = next(p for p in plan if p.kind == "dataframe_records")
     record = json.loads(first.body)["dataframe_records"][0]
-    original = trips.set_index("trip_id").loc[record["trip_id"]]
-    assert record["trip_distance"] == pytest.approx(2 * original["trip_distance"])
+    original = rows.set_index("trip_id").loc[record["trip_id"]]
+    assert record["trip_distance"] == pytest.approx(2 * original["trip_distance"])  # the spec's drift
     assert 16 <= record["pickup_hour"] <= 23
     for how in MALFORMED:
-        assert malformed_body(trips.head(2), how, "c")
+        assert malformed_body(rows.head(2), how, "c", TAXI)
+
+
+def test_malformed_requests_are_built_from_the_spec_inputs() -> None:
+    """A text where the first numeric input is expected, a missing first input: for any spec."""
+    rows = inputs(2, CHURN)
+    bad = json.loads(malformed_body(rows, "bad_value", "c", CHURN))["dataframe_records"]
+    assert {record["minutes"] for record in bad} == {"not a number"}  # `plan` is a string input
+    missing = json.loads(malformed_body(rows, "missing_input", "c", CHURN))["dataframe_records"]
+    assert all("plan" not in record and "minutes" in record for record in missing)
+    with pytest.raises(TrafficError, match="no drift_inputs"):
+        plan_traffic(rows, 5, np.random.default_rng(1), CHURN, drift=True, run_id="sim")

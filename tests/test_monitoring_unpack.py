@@ -1,5 +1,5 @@
-"""Unpacking payload rows on real local Spark: formats, errors, incremental runs, labels, and the model
-version of each row from `system.serving.served_entities`."""
+"""Unpacking payload rows on real local Spark: formats, errors, incremental runs, labels, the model
+version of each row from `system.serving.served_entities`, and a classifier's rows (churn spec)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from mlops_template.features.columns import MODEL_INPUT_COLUMNS
-from mlops_template.monitoring.ground_truth import local_ground_truth_dir, read_labels, write_ground_truth
-from mlops_template.monitoring.simulate import FORMATS, request_body
-from mlops_template.monitoring.unpack import MONITORING_COLUMNS, unpack_into
+from churn.spec import PROBLEM as CHURN
+from mlops_laptop.monitoring.ground_truth import ground_truth_dir, write_ground_truth
+from mlops_laptop.monitoring.simulate import FORMATS, request_body
+from mlops_laptop.serving.inference_table import PAYLOAD_DDL, InferenceRecord
+from mlops_laptop.serving.local_deploy import record_served_entities
+from mlops_template.monitoring.ground_truth import read_labels
+from mlops_template.monitoring.unpack import monitoring_columns, unpack_into
 from mlops_template.platform import MissingTableError
-from mlops_template.serving.inference_table import PAYLOAD_DDL, InferenceRecord
-from mlops_template.serving.local_deploy import record_served_entities
+from mlops_template.problem.spec import PROBLEM as TAXI
 from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE, served_entity_id
 from mlops_template.serving.spec import InferenceTableSpec, endpoint_config
 from mlops_template.tasks import monitor_unpack
@@ -55,7 +57,7 @@ def served_entities(platform) -> None:
 
 
 def trips(first_id: int, rows: int) -> pd.DataFrame:
-    values = {name: [float(i % 7 + 1) for i in range(rows)] for name in MODEL_INPUT_COLUMNS}
+    values = {name: [float(i % 7 + 1) for i in range(rows)] for name in TAXI.input_names}
     return pd.DataFrame({"trip_id": list(range(first_id, first_id + rows)), **values})
 
 
@@ -69,7 +71,7 @@ def answered(
         request_time=at,
         status_code=200,
         execution_duration_ms=12,
-        request=json.dumps(request_body(rows, request_format, f"client-{request_format}")),
+        request=json.dumps(request_body(rows, request_format, f"client-{request_format}", TAXI)),
         response=json.dumps({"predictions": predictions}),
         served_entity_id=served,
         requester="local",
@@ -102,14 +104,14 @@ def payload(spark, records: list[InferenceRecord]):
 def test_every_request_format_becomes_one_row_per_prediction(platform, spark, table):
     sent = trips(BIG_TRIP_ID, 3)
     records = [answered(sent, request_format, T0) for request_format in FORMATS]
-    result = unpack_into(platform, payload(spark, records), table, None, LATE)
+    result = unpack_into(platform, payload(spark, records), table, None, LATE, TAXI)
     rows = platform.read_table(table)
-    assert rows.columns == MONITORING_COLUMNS
+    assert rows.columns == monitoring_columns(TAXI)
     assert (result.requests, result.rows, result.completed) == (4, 12, 0)
     frame = rows.toPandas()
     for request_format in FORMATS:
         one = frame[frame["request_format"] == request_format].sort_values("row_index")
-        assert one["trip_id"].tolist() == sent["trip_id"].tolist()  # int64 ids survive exactly
+        assert one["trip_id"].tolist() == [str(i) for i in sent["trip_id"]]  # int64 ids exactly, as text
         assert one["prediction"].tolist() == [10.0, 11.0, 12.0]
         assert one["trip_distance"].tolist() == sent["trip_distance"].tolist()
         assert set(one["model_version"]) == {"3"}
@@ -132,9 +134,9 @@ def test_the_model_version_comes_from_the_served_entities_table(platform, spark,
         answered(trips(3, 1), "inputs", T0, served=CHALLENGER_7),
         answered(trips(4, 1), "instances", T0, served="0" * 32),  # an id no deployment recorded
     ]
-    unpack_into(platform, payload(spark, records), table, None, LATE)
+    unpack_into(platform, payload(spark, records), table, None, LATE, TAXI)
     versions = dict(platform.read_table(table).select("trip_id", "model_version").collect())
-    assert versions == {1: "3", 2: "3", 3: "7", 4: None}
+    assert versions == {"1": "3", "2": "3", "3": "7", "4": None}
 
 
 def test_refused_requests_are_kept_with_status_and_error_code(platform, spark, table):
@@ -144,7 +146,7 @@ def test_refused_requests_are_kept_with_status_and_error_code(platform, spark, t
         refused('{"inputs": {}}', T0, status=500, code="INTERNAL_ERROR"),
         answered(trips(1, 2), "dataframe_split", T0),
     ]
-    unpack_into(platform, payload(spark, records), table, None, LATE)
+    unpack_into(platform, payload(spark, records), table, None, LATE, TAXI)
     errors = platform.read_table(table).where(F.col("status_code") != 200).toPandas()
     kinds = zip(
         errors["status_code"], errors["error_code"], errors["request_format"].fillna("-"), strict=True
@@ -163,32 +165,76 @@ def test_a_rerun_unpacks_only_new_requests(platform, spark, table):
         answered(trips(1, 2), "instances", T0),
         answered(trips(3, 1), "inputs", T0 + dt.timedelta(minutes=5)),
     ]
-    assert unpack_into(platform, payload(spark, first), table, None, LATE).requests == 2
-    assert unpack_into(platform, payload(spark, first), table, None, LATE).requests == 0  # idempotent
+    assert unpack_into(platform, payload(spark, first), table, None, LATE, TAXI).requests == 2
+    assert unpack_into(platform, payload(spark, first), table, None, LATE, TAXI).requests == 0  # idempotent
     late = answered(trips(10, 1), "dataframe_records", T0 - dt.timedelta(minutes=30))  # arrived after
     too_late = answered(trips(20, 1), "dataframe_records", T0 - dt.timedelta(hours=3))
     newer = answered(trips(30, 4), "dataframe_split", T0 + dt.timedelta(hours=1))
-    result = unpack_into(platform, payload(spark, [*first, late, too_late, newer]), table, None, LATE)
+    result = unpack_into(platform, payload(spark, [*first, late, too_late, newer]), table, None, LATE, TAXI)
     assert (result.requests, result.rows) == (2, 5)
     rows = platform.read_table(table)
     assert rows.count() == 3 + 5
     assert rows.select("databricks_request_id", "row_index").distinct().count() == 8
-    assert rows.where(F.col("trip_id") == 20).count() == 0  # beyond the late-arrival margin
+    assert rows.where(F.col("trip_id") == "20").count() == 0  # beyond the late-arrival margin
 
 
 def test_labels_join_now_and_later_from_the_ground_truth_files(platform, spark, table):
     truth = table.replace(".t_", ".truth_")
-    directory = local_ground_truth_dir(platform.state_dir, truth)
-    write_ground_truth(directory, pd.DataFrame({"trip_id": [1, BIG_TRIP_ID], "fare_amount": [7.5, 30.0]}))
+    directory = ground_truth_dir(platform.state_dir, truth)
+    first = pd.DataFrame({"trip_id": [1, BIG_TRIP_ID], "fare_amount": [7.5, 30.0]})
+    write_ground_truth(directory, first, "trip_id", "fare_amount")
     records = [answered(trips(1, 2), "instances", T0), answered(trips(BIG_TRIP_ID, 1), "inputs", T0)]
-    unpack_into(platform, payload(spark, records), table, read_labels(platform, truth), LATE)
+    unpack_into(platform, payload(spark, records), table, read_labels(platform, truth, TAXI), LATE, TAXI)
     labels = dict(platform.read_table(table).select("trip_id", "fare_amount").collect())
-    assert labels == {1: 7.5, 2: None, BIG_TRIP_ID: 30.0}
-    write_ground_truth(directory, pd.DataFrame({"trip_id": [2], "fare_amount": [12.0]}))
-    result = unpack_into(platform, payload(spark, records), table, read_labels(platform, truth), LATE)
+    assert labels == {"1": 7.5, "2": None, str(BIG_TRIP_ID): 30.0}
+    write_ground_truth(
+        directory, pd.DataFrame({"trip_id": [2], "fare_amount": [12.0]}), "trip_id", "fare_amount"
+    )
+    result = unpack_into(
+        platform, payload(spark, records), table, read_labels(platform, truth, TAXI), LATE, TAXI
+    )
     assert (result.requests, result.completed) == (0, 1)
-    assert dict(platform.read_table(table).select("trip_id", "fare_amount").collect())[2] == 12.0
-    assert read_labels(platform, "test.monitoring_unpack.no_truth") is None
+    assert dict(platform.read_table(table).select("trip_id", "fare_amount").collect())["2"] == 12.0
+    assert read_labels(platform, "test.monitoring_unpack.no_truth", TAXI) is None
+
+
+def test_a_classifiers_rows_keep_string_inputs_and_get_the_probability_of_label_1(platform, spark, table):
+    """Churn (binary classification, a string input `plan`): the served model answers per-class
+    probabilities; the row gets P(churned = 1), the label at the spec's threshold and the label."""
+    sent = pd.DataFrame(
+        {
+            "event_id": [BIG_TRIP_ID, 5, 6],
+            "plan": ["basic", None, "premium"],
+            **{name: [1.0, 2.0, None] for name in CHURN.input_names[1:]},
+        }
+    )
+    records = [
+        InferenceRecord(
+            databricks_request_id=str(uuid.uuid4()),
+            client_request_id="churn",
+            request_time=T0,
+            status_code=200,
+            execution_duration_ms=9,
+            request=json.dumps(request_body(sent, request_format, "churn", CHURN)),
+            response=json.dumps({"predictions": [[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]]}),
+            served_entity_id=CHAMPION_3,
+            requester="local",
+        )
+        for request_format in ("dataframe_split", "inputs")
+    ]
+    truth = table.replace(".t_", ".churn_truth_")
+    labels = pd.DataFrame({"event_id": [BIG_TRIP_ID, 6], "churned": [1, 0]})
+    write_ground_truth(ground_truth_dir(platform.state_dir, truth), labels, "event_id", "churned")
+    unpack_into(platform, payload(spark, records), table, read_labels(platform, truth, CHURN), LATE, CHURN)
+    rows = platform.read_table(table)
+    assert rows.columns == monitoring_columns(CHURN)
+    assert dict(rows.dtypes)["plan"] == "string" and dict(rows.dtypes)["support_tickets"] == "double"
+    frame = rows.where(F.col("request_format") == "inputs").toPandas().sort_values("row_index")
+    assert frame["plan"].tolist() == ["basic", None, "premium"]
+    assert frame["event_id"].tolist() == [str(BIG_TRIP_ID), "5", "6"]
+    assert frame["prediction"].tolist() == [0.7, 0.4, 0.5]
+    assert frame["predicted_label"].tolist() == [1.0, 0.0, 1.0]  # the threshold 0.5 counts as 1
+    assert frame["churned"].fillna(-1).tolist() == [1.0, -1, 0.0]
 
 
 def test_the_task_skips_disabled_inference_tables_and_names_a_missing_one(platform, table):
@@ -211,10 +257,10 @@ def test_a_version_recorded_after_the_request_is_filled_in_by_a_later_run(platfo
     request = answered(
         trips(40, 1), "inputs", T0, served=served_entity_id(ENDPOINT, later.served_entities[0])
     )
-    unpack_into(platform, payload(spark, [request]), table, None, LATE)
+    unpack_into(platform, payload(spark, [request]), table, None, LATE, TAXI)
     assert platform.read_table(table).first()["model_version"] is None
     record_served_entities(platform, later)
-    result = unpack_into(platform, payload(spark, [request]), table, None, LATE)
+    result = unpack_into(platform, payload(spark, [request]), table, None, LATE, TAXI)
     assert (result.requests, result.completed) == (0, 1)
     assert platform.read_table(table).first()["model_version"] == "11"
 
@@ -230,11 +276,11 @@ def test_without_the_served_entities_table_unpack_goes_on_and_says_what_to_grant
     try:
         with caplog.at_level("WARNING", logger="mlops_template.monitoring.unpack"):
             result = unpack_into(
-                platform, payload(spark, [answered(trips(50, 2), "inputs", T0)]), table, None, LATE
+                platform, payload(spark, [answered(trips(50, 2), "inputs", T0)]), table, None, LATE, TAXI
             )
     finally:
         spark.sql(f"ALTER TABLE {local}_hidden RENAME TO {local}")
     assert result.rows == 2
     assert {row["model_version"] for row in platform.read_table(table).collect()} == {None}
     assert "grants the job's principal SELECT" in caplog.text
-    assert unpack_into(platform, payload(spark, []), table, None, LATE).completed == 2
+    assert unpack_into(platform, payload(spark, []), table, None, LATE, TAXI).completed == 2

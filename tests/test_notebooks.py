@@ -15,13 +15,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Job, JobSettings
 
-from loopback import loopback_workspace
-from mlops_template.bundle.deployment import read_deployment
-from mlops_template.bundle.loader import BundleError, ResolvedBundle, ResourceId, load_bundle
-from mlops_template.notebook import notebook_bundle
+from loopback import authenticate_to, loopback_workspace
+from mlops_laptop.bundle.loader import ResolvedBundle, ResourceId, load_bundle
+from mlops_laptop.pipeline_names import pipeline_names
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_template.bundle.deployment import DeployedJobs, DeploymentError, find_deployment, read_deployment
+from mlops_template.pipeline_names import PipelineNames
+from mlops_template.platform import DatabricksPlatform
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("dev", "staging", "prod")
@@ -185,10 +187,12 @@ class FakeJobs:
 
 
 @pytest.fixture
-def fake_jobs() -> Iterator[tuple[FakeJobs, WorkspaceClient]]:
+def fake_jobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeJobs]:
+    """The Jobs service, reached by a `WorkspaceClient()` configured from the environment alone."""
     fake = FakeJobs({})
     with loopback_workspace(lambda method, path, _body: fake.handle(method, path)) as host:
-        yield fake, WorkspaceClient(host=host, token="dapi-test-token")
+        authenticate_to(monkeypatch, host, tmp_path)
+        yield fake
 
 
 def deployed_copy(tmp_path: Path, target: str, job_ids: dict[str, int]) -> Path:
@@ -199,6 +203,7 @@ def deployed_copy(tmp_path: Path, target: str, job_ids: dict[str, int]) -> Path:
     files.mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "databricks.yml", files)
     shutil.copytree(PROJECT_ROOT / "resources", files / "resources")
+    (files / "notebooks").mkdir()
     (root / "state").mkdir()
     metadata = {
         "version": 1,
@@ -239,44 +244,91 @@ def deploy(fake: FakeJobs, tmp_path: Path, target: str, variables: dict[str, str
 
 
 def test_a_deployed_notebook_uses_the_deployed_target_and_its_var_values(
-    fake_jobs: tuple[FakeJobs, WorkspaceClient], tmp_path: Path
+    fake_jobs: FakeJobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """metadata.json names the target; the deployed jobs carry the --var values (no re-reading of
-    the YAML's defaults, no fallback to the default target dev)."""
-    fake, client = fake_jobs
-    files = deploy(fake, tmp_path, "staging", {"catalog": "ml_stage", "source_table": "raw.trips.all"})
-    bundle = notebook_bundle(files, client=client)
-    assert bundle.target == "staging"
-    assert bundle.variables["catalog"] == "ml_stage"
-    assert bundle.variables["source_table"] == "raw.trips.all"
-    assert bundle.variables["model_name"] == "fare_model"
-    assert any(call.startswith("GET /api/2.2/jobs/get?job_id=101") for call in fake.calls)
+    the YAML's defaults, no fallback to the default target dev), the schema's included."""
+    files = deploy(
+        fake_jobs,
+        tmp_path,
+        "staging",
+        {"catalog": "ml_stage", "schema": "other", "source_table": "raw.trips.all"},
+    )
+    monkeypatch.chdir(files / "notebooks")
+    jobs = DatabricksPlatform().deployed_jobs()
+    names = PipelineNames.of(jobs)
+    assert jobs.target == "staging"
+    assert names.model_name == "ml_stage.other.fare_model"
+    assert names.monitoring_tables.payload == "ml_stage.other.fare_endpoint_payload"
+    assert "--source-table=raw.trips.all" in jobs.task_parameters("pipeline", "prepare_data")
+    assert jobs.parameter("monitoring", "granularity") == "1 hour"
+    assert any(call.startswith("GET /api/2.2/jobs/get?job_id=101") for call in fake_jobs.calls)
+    with pytest.raises(DeploymentError, match="deployed for target staging, not prod"):
+        DatabricksPlatform().deployed_jobs("prod")
 
 
-def test_a_value_the_deployed_jobs_do_not_reveal_is_refused_not_guessed(
-    fake_jobs: tuple[FakeJobs, WorkspaceClient], tmp_path: Path
+def test_a_notebook_outside_deployed_files_on_databricks_is_told_to_deploy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--var schema=...` reaches the jobs only through the schema resource: the notebook says so."""
-    fake, client = fake_jobs
-    files = deploy(fake, tmp_path, "prod", {"schema": "taxi_other"})
-    with pytest.raises(BundleError, match="deployed job differs from databricks.yml for target prod"):
-        notebook_bundle(files, client=client)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DeploymentError, match="databricks bundle deploy"):
+        DatabricksPlatform().deployed_jobs()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_deploy_task_gives_the_names_the_variables_define(target: str) -> None:
+    """The names are read from the deploy task's parameters, on Databricks and locally alike: they
+    must be the bundle's variables and schema resource (development mode's prefix included)."""
+    bundle = load_bundle(PROJECT_ROOT, target)
+    schema = bundle.resources["schemas"]["pipeline_schema"]["name"]
+    variables = bundle.variables
+    assert pipeline_names(bundle) == PipelineNames(
+        catalog=variables["catalog"],
+        schema=schema,
+        model_name=f"{variables['catalog']}.{schema}.{variables['model_name']}",
+        endpoint=variables["endpoint_name"],
+        experiment=variables["experiment_name"],
+        inference_table_prefix=variables["inference_table_prefix"],
+    )
+
+
+def test_task_parameters_get_the_job_parameters_defaults_and_refuse_run_time_values() -> None:
+    job = {
+        "parameters": [{"name": "start", "default": "2024-01-01"}],
+        "tasks": [
+            {
+                "task_key": "score",
+                "python_wheel_task": {"parameters": ["--start={{job.parameters.start}}", "--x=1"]},
+            },
+            {"task_key": "train", "python_wheel_task": {"parameters": ["--run={{job.run_id}}"]}},
+        ],
+    }
+    jobs = DeployedJobs("dev", {"pipeline": job})
+    assert jobs.task_parameters("pipeline", "score") == ["--start=2024-01-01", "--x=1"]
+    with pytest.raises(DeploymentError, match=r"only when the job runs"):
+        jobs.task_parameters("pipeline", "train")
+    with pytest.raises(DeploymentError, match="no wheel task 'other'"):
+        jobs.task_parameters("pipeline", "other")
+    with pytest.raises(DeploymentError, match=r"no job 'monitoring' \(its jobs: \['pipeline'\]\)"):
+        jobs.parameter("monitoring", "granularity")
 
 
 def test_a_source_checkout_uses_the_asked_or_default_target(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No metadata.json beside the files: the laptop (or a Git folder) picks the target as before."""
-    assert read_deployment(PROJECT_ROOT) is None
-    assert notebook_bundle(PROJECT_ROOT).target == "dev"
+    """No metadata.json beside the files: the laptop picks the target as the CLI would."""
+    monkeypatch.chdir(PROJECT_ROOT / "notebooks")
+    assert find_deployment(PROJECT_ROOT / "notebooks") is None
+    assert platform.deployed_jobs().target == "dev"
     monkeypatch.setenv("MLOPS_TARGET", "prod")
-    assert notebook_bundle(PROJECT_ROOT).target == "prod"
-    assert notebook_bundle(PROJECT_ROOT, "staging").target == "staging"
+    assert platform.deployed_jobs().target == "prod"
+    assert platform.deployed_jobs("staging").target == "staging"
 
 
 def test_metadata_of_other_files_is_ignored(tmp_path: Path) -> None:
     """metadata.json counts only when its file_path is the folder the notebook runs from."""
     files = deployed_copy(tmp_path, "prod", {"pipeline": 1})
+    assert find_deployment(files / "notebooks") == read_deployment(files)
     assert read_deployment(files) is not None
     metadata = json.loads((files.parent / "state" / "metadata.json").read_text())
     metadata["config"]["workspace"]["file_path"] = "/Workspace/Users/someone/.bundle/x/prod/files"

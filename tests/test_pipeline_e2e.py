@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlops_template.bundle.loader import ResolvedBundle, load_bundle
-from mlops_template.bundle.runner import JobRunResult, LocalJobRunner, TaskStatus
+from mlops_laptop.bundle.loader import ResolvedBundle, load_bundle
+from mlops_laptop.bundle.runner import JobRunResult, LocalJobRunner, TaskStatus
+from mlops_laptop.platform.local import LocalPlatform
 from mlops_template.notebook import notebook_context
-from mlops_template.platform import LocalPlatform
 from mlops_template.registry.versions import get_aliases
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.py"))
-REJECTED = json.dumps({"max_rmse": 0.001})
+REJECTED = json.dumps({"gate_max_rmse": 0.001})
 WORSE = json.dumps({"n_estimators": 1, "num_leaves": 2})
 
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from mlops_template.platform import LocalPlatform, LocalStateError, MissingTableError
+from mlops_laptop.platform.local import LocalPlatform, LocalStateError
+from mlops_laptop.platform.warehouse import create_table_at, set_table_location, sql_string
+from mlops_template.platform import MissingTableError
 from mlops_template.platform.names import TableNameError, to_local
 from mlops_template.platform.task_values import LocalTaskValues
 
@@ -87,3 +98,36 @@ def test_task_values_must_be_json_and_belong_to_a_task():
         values.set("bad", object())
     assert values.get("t", "k") == {"a": [1, 2]}
     assert values.get("t", "absent", "default") == "default"
+
+
+def test_the_laptop_platform_imports_where_fcntl_does_not_exist():
+    """Windows has no `fcntl`: the state lock (filelock) must not need it to import."""
+    code = "import sys; sys.modules['fcntl'] = None; import mlops_laptop.platform.local"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_local_spark_reads_the_packaged_log4j_configuration(spark):
+    options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
+    [uri] = re.findall(r"-Dlog4j2\.configurationFile=(\S+)", options)
+    assert Path(url2pathname(urlparse(uri).path)).is_file()
+
+
+def test_sql_strings_reach_spark_unchanged(spark):
+    text = "C:\\Users\\o'brien\\state's \\'dir"
+    assert spark.sql(f"SELECT {sql_string(text)} AS s").first().s == text
+
+
+def test_table_locations_with_quotes_are_registered_and_moved(platform, spark, tmp_path):
+    """`create_table_at` / `set_table_location` quote the path as a Spark SQL string."""
+    first, second = tmp_path / "it's", tmp_path / "o'ther"
+    for directory, value in ((first, 1), (second, 2)):
+        directory.mkdir(parents=True)
+        pq.write_table(pa.table({"v": pa.array([value], pa.int64())}), directory / "part-0.parquet")
+    platform.ensure_schema("cat.sch.located")
+    table = platform.table_name("cat.sch.located")
+    create_table_at(spark, table, first, ddl="v BIGINT")
+    assert [row.v for row in spark.table(table).collect()] == [1]
+    set_table_location(spark, table, f"file:{second}")
+    spark.catalog.refreshTable(table)
+    assert [row.v for row in spark.table(table).collect()] == [2]

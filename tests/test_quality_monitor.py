@@ -27,18 +27,20 @@ from databricks.sdk.service.catalog import (
 )
 from pydantic import ValidationError
 
+from churn.spec import PROBLEM as CHURN
 from loopback import authenticate_to, loopback_workspace, without_query
-from mlops_template.bundle.loader import load_bundle
-from mlops_template.bundle.runner import LocalJobRunner, TaskStatus
+from mlops_laptop.bundle.loader import load_bundle
+from mlops_laptop.bundle.runner import LocalJobRunner, TaskStatus
+from mlops_laptop.monitoring.quality_monitor import LocalQualityMonitors
+from mlops_laptop.serving.inference_table import PAYLOAD_DDL, InferenceRecord
 from mlops_template.monitoring.quality_monitor import (
     DatabricksQualityMonitors,
     InferenceLogSpec,
-    LocalQualityMonitors,
     QualityMonitorError,
     QualityMonitorSpec,
+    quality_monitors,
 )
 from mlops_template.platform import DatabricksPlatform, MissingTableError
-from mlops_template.serving.inference_table import PAYLOAD_DDL, InferenceRecord
 from mlops_template.serving.served_entities import SERVED_ENTITIES_DDL, SERVED_ENTITIES_TABLE
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.quality_monitor import QualityMonitorConfig, run
@@ -158,8 +160,9 @@ def test_databricks_refuses_a_monitor_on_a_missing_table_saying_what_creates_it(
 
 
 def test_the_platform_picks_the_monitors(fake_monitors, platform):
-    assert isinstance(platform.quality_monitors(), LocalQualityMonitors)
-    assert isinstance(DatabricksPlatform().quality_monitors(), DatabricksQualityMonitors)
+    """The laptop platform's monitors are its package's entry point (the wheel never imports it)."""
+    assert isinstance(quality_monitors(platform), LocalQualityMonitors)
+    assert isinstance(quality_monitors(DatabricksPlatform()), DatabricksQualityMonitors)
 
 
 def test_granularities_are_those_lakehouse_monitoring_accepts():
@@ -188,7 +191,7 @@ def monitoring_table(platform, spark) -> str:
 
 
 def test_locally_the_monitor_is_checked_and_recorded_as_the_sdk_reads_it(platform, monitoring_table):
-    monitors = platform.quality_monitors()
+    monitors = quality_monitors(platform)
     assert monitors.apply(_spec(monitoring_table)) == "created"
     recorded = monitors.recorded(monitoring_table)
     info = MonitorInfo.from_dict(recorded | {"table_name": monitoring_table})
@@ -202,7 +205,7 @@ def test_locally_the_monitor_is_checked_and_recorded_as_the_sdk_reads_it(platfor
 
 
 def test_locally_what_databricks_refuses_is_refused(platform, spark, monitoring_table):
-    monitors = platform.quality_monitors()
+    monitors = quality_monitors(platform)
     with pytest.raises(MissingTableError, match=r"test.quality_monitor.absent.*unpack task creates it"):
         monitors.apply(_spec("test.quality_monitor.absent"))
     log = _spec(monitoring_table).inference_log
@@ -229,6 +232,34 @@ def test_the_task_does_nothing_where_monitors_are_off(platform):
     run(platform, build_config(QualityMonitorConfig, tables_off))
     with pytest.raises(MissingTableError):
         run(platform, build_config(QualityMonitorConfig, [*arguments, "--enabled=true"]))
+
+
+def test_the_monitors_problem_type_and_columns_follow_the_problem_spec(platform, spark, monkeypatch):
+    """Regression monitors `prediction`; a binary classifier its `predicted_label` (at the spec's
+    threshold) against the spec's label, as PROBLEM_TYPE_CLASSIFICATION: no job parameter says so."""
+    arguments = ["--output-schema=test.quality_monitor", "--assets-dir=/Workspace/x", "--enabled=true"]
+    table = f"test.quality_monitor.churn_{uuid.uuid4().hex[:8]}"
+    config = build_config(QualityMonitorConfig, [f"--monitoring-table={table}", *arguments])
+    assert config.spec().inference_log.problem_type == "PROBLEM_TYPE_REGRESSION"  # the taxi default
+    churn = config.spec(CHURN).inference_log
+    assert (churn.problem_type, churn.prediction_col, churn.label_col) == (
+        "PROBLEM_TYPE_CLASSIFICATION",
+        "predicted_label",
+        "churned",
+    )
+    rows = spark.createDataFrame(
+        [(dt.datetime(2024, 5, 1, 10), "3", 0.7, 1.0, 1.0, "dataframe_records")],
+        "request_time timestamp, model_version string, prediction double, predicted_label double, "
+        "churned double, request_format string",
+    )
+    platform.save_table(rows, table)
+    monkeypatch.setenv("MLOPS_PROBLEM", "churn.spec:PROBLEM")
+    run(platform, config)
+    recorded = quality_monitors(platform).recorded(table)["inference_log"]
+    assert MonitorInferenceLog.from_dict(recorded).problem_type == (
+        MonitorInferenceLogProblemType.PROBLEM_TYPE_CLASSIFICATION
+    )
+    assert (recorded["prediction_col"], recorded["label_col"]) == ("predicted_label", "churned")
 
 
 def _payload(spark, served_entity_id: str):
@@ -277,7 +308,7 @@ def test_on_an_empty_workspace_the_monitoring_job_creates_the_monitor_after_unpa
         ("unpack", TaskStatus.SUCCESS),
         ("quality_monitor", TaskStatus.SUCCESS),
     ]
-    recorded = platform.quality_monitors().recorded(monitoring_table)
+    recorded = quality_monitors(platform).recorded(monitoring_table)
     assert recorded["inference_log"]["model_id_col"] == "model_version"
     assert recorded["slicing_exprs"] == ["request_format", "variant"]
     assert recorded["assets_dir"].endswith("/monitoring/fare_endpoint")

@@ -12,10 +12,12 @@ from mlflow import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from typer.testing import CliRunner
 
-from mlops_template.bundle.loader import find_bundle_root, load_bundle
-from mlops_template.pipeline_names import PipelineNames
-from mlops_template.platform import LocalPlatform, MissingTableError
-from mlops_template.registry.cli import model_app
+from mlops_laptop.bundle.loader import find_bundle_root, load_bundle
+from mlops_laptop.pipeline_names import pipeline_names
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_laptop.registry.cli import model_app
+from mlops_template.platform import MissingTableError
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.registry.gate import PROMOTED, REJECTED, validate_challenger
 from mlops_template.registry.versions import (
     CHALLENGER,
@@ -33,10 +35,11 @@ from mlops_template.tasks import features, prepare_data, train, validate_model
 from mlops_template.training.config import TrainingConfig
 from mlops_template.training.model import train_model
 from mlops_template.training.tracking import RunContext, TrainingRun, log_training_run
-from test_training import FAST, training_frame
+from problem.frames import FAST, config, training_frame
 
 # Thresholds nothing fails: only the comparison with the champion can reject.
-LOOSE = TrainingConfig(max_rmse=1_000, min_r2=-1_000)
+LOOSE = config(gate_max_rmse=1_000, gate_min_r2=-1_000)
+DEFAULTS = config()
 EXPERIMENT = "/Shared/test-registry"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,9 +49,11 @@ def frame(spark: SparkSession) -> DataFrame:
     return training_frame(spark, seed=11)
 
 
-def _log(platform: LocalPlatform, frame: DataFrame, config: TrainingConfig) -> TrainingRun:
-    context = RunContext("test.trips.clean", "test.f.pickup", "test.f.dropoff", "test", "run-1")
-    return log_training_run(platform.experiment_id(EXPERIMENT), train_model(frame, config), context)
+def _log(platform: LocalPlatform, frame: DataFrame, training: TrainingConfig) -> TrainingRun:
+    context = RunContext("test.trips.clean", PROBLEM.feature_table_names("test.f"), "test", "run-1")
+    return log_training_run(
+        platform.experiment_id(EXPERIMENT), train_model(frame, training, PROBLEM), context
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +61,14 @@ def good(platform: LocalPlatform, frame: DataFrame) -> Iterator[TrainingRun]:
     """A logged model, registered under a new name by each test that needs it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GIT_SHA", "good-sha")
-        yield _log(platform, frame, TrainingConfig(**FAST))
+        yield _log(platform, frame, config(**FAST))
 
 
 @pytest.fixture(scope="module")
 def worse(platform: LocalPlatform, frame: DataFrame) -> Iterator[TrainingRun]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GIT_SHA", "worse-sha")
-        yield _log(platform, frame, TrainingConfig(n_estimators=1, num_leaves=2))
+        yield _log(platform, frame, config(n_estimators=1, num_leaves=2))
 
 
 @pytest.fixture
@@ -77,18 +82,18 @@ def test_first_challenger_becomes_champion(name: str, good: TrainingRun, frame: 
     assert version == 1
     assert get_aliases(name) == {CHALLENGER: 1}
 
-    result = validate_challenger(name, version, frame, TrainingConfig())
+    result = validate_challenger(name, version, frame, DEFAULTS, PROBLEM)
 
     assert result.promoted and result.outcome == PROMOTED
     assert (result.compared_champion, result.champion_after) == (None, 1)
     assert get_aliases(name) == {CHALLENGER: 1, CHAMPION: 1}
     # The gate's own held-out rows are the training split's: the same metrics as at training.
-    assert result.challenger.rmse == pytest.approx(good.metrics.rmse)
+    assert result.challenger["rmse"] == pytest.approx(good.metrics["rmse"])
     assert result.challenger.rows == good.metrics.rows
     tags = MlflowClient().get_model_version(name, "1").tags
     assert tags["gate_outcome"] == PROMOTED
-    assert float(tags["gate_rmse"]) == pytest.approx(good.metrics.rmse)
-    assert float(tags["gate_max_rmse"]) == TrainingConfig().max_rmse
+    assert float(tags["gate_rmse"]) == pytest.approx(good.metrics["rmse"])
+    assert float(tags["gate_max_rmse"]) == PROBLEM.gate_thresholds["max_rmse"]
     assert tags["git_sha"] == "good-sha"
     assert tags["run_id"] == good.run_id
     assert "promoted" in MlflowClient().get_model_version(name, "1").description
@@ -97,31 +102,31 @@ def test_first_challenger_becomes_champion(name: str, good: TrainingRun, frame: 
 def test_worse_challenger_is_registered_but_champion_stays(
     name: str, good: TrainingRun, worse: TrainingRun, frame: DataFrame
 ) -> None:
-    validate_challenger(name, register_challenger(name, good), frame, LOOSE)
+    validate_challenger(name, register_challenger(name, good), frame, LOOSE, PROBLEM)
     version = register_challenger(name, worse)
 
-    result = validate_challenger(name, version, frame, LOOSE)
+    result = validate_challenger(name, version, frame, LOOSE, PROBLEM)
 
     assert not result.promoted and result.outcome == REJECTED
     assert (result.compared_champion, result.champion_after) == (1, 1)
-    assert result.champion is not None and result.champion.rmse == pytest.approx(good.metrics.rmse)
+    assert result.champion is not None and result.champion["rmse"] == pytest.approx(good.metrics["rmse"])
     assert "margin" in result.reasons[0]
     assert get_aliases(name) == {CHALLENGER: 2, CHAMPION: 1}
     tags = MlflowClient().get_model_version(name, "2").tags
     assert tags["gate_outcome"] == REJECTED
     assert tags["gate_champion_version"] == "1"
-    assert float(tags["gate_champion_rmse"]) == pytest.approx(good.metrics.rmse)
+    assert float(tags["gate_champion_rmse"]) == pytest.approx(good.metrics["rmse"])
     assert float(tags["gate_rmse"]) > float(tags["gate_champion_rmse"])
 
 
 def test_threshold_failure_does_not_promote(name: str, good: TrainingRun, frame: DataFrame) -> None:
     version = register_challenger(name, good)
 
-    result = validate_challenger(name, version, frame, TrainingConfig(max_rmse=0.5, min_r2=0.999))
+    result = validate_challenger(name, version, frame, config(gate_max_rmse=0.5, gate_min_r2=0.999), PROBLEM)
 
     assert not result.promoted
     assert result.champion_after is None
-    assert [reason.split()[0] for reason in result.reasons] == ["RMSE", "R2"]
+    assert [reason.split()[0] for reason in result.reasons] == ["rmse", "r2"]
     assert get_aliases(name) == {CHALLENGER: 1}
     assert "max_rmse 0.5" in MlflowClient().get_model_version(name, "1").tags["gate_reason"]
 
@@ -129,8 +134,8 @@ def test_threshold_failure_does_not_promote(name: str, good: TrainingRun, frame:
 def test_second_promotion_keeps_previous_champion_and_rollback_restores_it(
     name: str, good: TrainingRun, worse: TrainingRun, frame: DataFrame
 ) -> None:
-    validate_challenger(name, register_challenger(name, worse), frame, LOOSE)
-    result = validate_challenger(name, register_challenger(name, good), frame, LOOSE)
+    validate_challenger(name, register_challenger(name, worse), frame, LOOSE, PROBLEM)
+    result = validate_challenger(name, register_challenger(name, good), frame, LOOSE, PROBLEM)
     assert result.promoted and result.compared_champion == 1
     assert get_aliases(name) == {CHALLENGER: 2, CHAMPION: 2, PREVIOUS_CHAMPION: 1}
 
@@ -145,9 +150,9 @@ def test_second_promotion_keeps_previous_champion_and_rollback_restores_it(
 
 def test_revalidating_the_champion_keeps_aliases(name: str, good: TrainingRun, frame: DataFrame) -> None:
     version = register_challenger(name, good)
-    validate_challenger(name, version, frame, LOOSE)
+    validate_challenger(name, version, frame, LOOSE, PROBLEM)
 
-    again = validate_challenger(name, version, frame, LOOSE)
+    again = validate_challenger(name, version, frame, LOOSE, PROBLEM)
 
     assert again.promoted and again.compared_champion is None
     assert get_aliases(name) == {CHALLENGER: 1, CHAMPION: 1}
@@ -161,7 +166,7 @@ def test_rollback_with_nothing_to_roll_back_to_is_a_clear_error(
     version = register_challenger(name, good)
     with pytest.raises(RollbackError, match="has no champion"):
         rollback(name)
-    validate_challenger(name, version, frame, LOOSE)
+    validate_challenger(name, version, frame, LOOSE, PROBLEM)
     with pytest.raises(RollbackError, match="version 1 is the first champion"):
         rollback(name)
     assert get_aliases(name) == {CHALLENGER: 1, CHAMPION: 1}
@@ -170,21 +175,18 @@ def test_rollback_with_nothing_to_roll_back_to_is_a_clear_error(
 def test_gate_on_a_missing_version_is_a_clear_error(name: str, good: TrainingRun, frame: DataFrame) -> None:
     register_challenger(name, good)
     with pytest.raises(RegistryError, match=re.escape(f"version 9 of model {name} does not exist")):
-        validate_challenger(name, 9, frame, LOOSE)
+        validate_challenger(name, 9, frame, LOOSE, PROBLEM)
 
 
 def test_validate_task_on_missing_tables_is_a_clear_error(
     platform: LocalPlatform, name: str, good: TrainingRun
 ) -> None:
     register_challenger(name, good)
-    config = validate_model.ValidateModelConfig(
-        model_name=name,
-        trips_table="test.nowhere.trips_clean",
-        pickup_features_table="test.nowhere.pickup_features",
-        dropoff_features_table="test.nowhere.dropoff_features",
+    task_config = validate_model.ValidateModelConfig.model_validate(
+        {"model_name": name, "schema": "test.nowhere"}
     )
     with pytest.raises(MissingTableError, match=r"trips_clean does not exist.*Run task prepare_data"):
-        validate_model.run(platform, config)
+        validate_model.run(platform, task_config)
 
 
 def test_register_rejects_a_name_that_is_not_three_level(good: TrainingRun) -> None:
@@ -195,32 +197,30 @@ def test_register_rejects_a_name_that_is_not_three_level(good: TrainingRun) -> N
 def test_status_lists_versions_with_aliases_metrics_and_gate_outcome(
     name: str, good: TrainingRun, worse: TrainingRun, frame: DataFrame
 ) -> None:
-    validate_challenger(name, register_challenger(name, good), frame, LOOSE)
+    validate_challenger(name, register_challenger(name, good), frame, LOOSE, PROBLEM)
     register_challenger(name, worse)
 
     newest, oldest = model_status(name)
 
     assert (newest.version, newest.aliases, newest.gate_outcome) == (2, [CHALLENGER], None)
     assert (oldest.version, oldest.aliases, oldest.gate_outcome) == (1, [CHAMPION], PROMOTED)
-    assert oldest.metrics["rmse"] == pytest.approx(good.metrics.rmse)
-    assert newest.metrics["rmse"] == pytest.approx(worse.metrics.rmse)
+    assert oldest.metrics["rmse"] == pytest.approx(good.metrics["rmse"])
+    assert newest.metrics["rmse"] == pytest.approx(worse.metrics["rmse"])
+    assert (oldest.primary_metric, oldest.primary_value) == ("rmse", oldest.metrics["rmse"])
+    assert list(oldest.metrics) == ["rmse", "mae", "r2"]
     assert newest.run_id == worse.run_id
 
 
 def test_train_and_validate_tasks_move_the_aliases(platform: LocalPlatform) -> None:
     schema = f"test.tasks_{uuid.uuid4().hex[:8]}"
-    tables = {
-        "trips_table": f"{schema}.trips_clean",
-        "pickup_features_table": f"{schema}.pickup_features",
-        "dropoff_features_table": f"{schema}.dropoff_features",
-    }
+    tables = {"schema": schema}
     model_name = f"{schema}.fare_model"
     steps = [
         (
             "prepare_data",
             prepare_data.run,
             prepare_data.PrepareDataConfig,
-            {"source_table": "samples.nyctaxi.trips", "output_table": tables["trips_table"]},
+            {"source_table": "samples.nyctaxi.trips", **tables},
         ),
         ("features", features.run, features.FeaturesConfig, tables),
         (
@@ -257,7 +257,7 @@ def test_model_cli_status_and_rollback(
     monkeypatch.chdir(PROJECT_ROOT)
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     bundle = load_bundle(find_bundle_root())
-    name = PipelineNames.of(bundle).model_name
+    name = pipeline_names(bundle).model_name
     cli = CliRunner()
     try:
         missing = cli.invoke(model_app, ["status", "-t", bundle.target])
@@ -265,12 +265,11 @@ def test_model_cli_status_and_rollback(
         assert "is not registered" in missing.output
 
         target_store = LocalPlatform(bundle.target, tmp_path)
-        context = RunContext("c.s.trips", "c.s.pickup", "c.s.dropoff", bundle.target, "1")
-        logged = log_training_run(
-            target_store.experiment_id(EXPERIMENT), train_model(frame, TrainingConfig(**FAST)), context
-        )
+        context = RunContext("c.s.trips", PROBLEM.feature_table_names("c.s"), bundle.target, "1")
+        trained = train_model(frame, config(**FAST), PROBLEM)
+        logged = log_training_run(target_store.experiment_id(EXPERIMENT), trained, context)
         for _ in range(2):
-            validate_challenger(name, register_challenger(name, logged), frame, LOOSE)
+            validate_challenger(name, register_challenger(name, logged), frame, LOOSE, PROBLEM)
 
         status = cli.invoke(model_app, ["status", "-t", bundle.target])
         assert status.exit_code == 0, status.output

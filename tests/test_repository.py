@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlops_template.cli import app
+from mlops_laptop.cli import app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 
 from loopback import loopback_workspace
-from mlops_template.bundle.loader import load_bundle
-from mlops_template.bundle.local_dbutils import LocalWidgets
-from mlops_template.bundle.runner import (
+from mlops_laptop.bundle.loader import load_bundle
+from mlops_laptop.bundle.local_dbutils import LocalWidgets
+from mlops_laptop.bundle.runner import (
     JobDefinitionError,
     LocalJobRunner,
     TaskStatus,
     evaluate_condition,
 )
+from mlops_laptop.platform.local import LocalPlatform
 from mlops_template.platform import activated
-from mlops_template.platform.local import LocalPlatform
 from mlops_template.platform.task_values import DatabricksTaskValues, TaskValuesUnavailableError
 from mlops_template.tasks.common import config_from_widgets
 from mlops_template.tasks.monitor_check import MonitorCheckConfig

@@ -14,8 +14,8 @@ from mlops_template.serving.ab_model import challenger_rows, key_bucket
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs
-from mlops_template.serving.task import DeployConfig, run
 from mlops_template.tasks.common import build_config
+from mlops_template.tasks.deploy import DeployConfig, run
 from test_serving_support import (
     deploy_champion_and_challenger,
     fare_inputs,

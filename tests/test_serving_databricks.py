@@ -32,16 +32,17 @@ from databricks.sdk.service.serving import (
 )
 
 from loopback import authenticate_to, loopback_workspace, without_query
+from mlops_laptop.serving.local_deploy import LocalEndpointDeployer
 from mlops_template.platform import DatabricksPlatform
 from mlops_template.serving.deploy import (
     DEFAULT_READY_TIMEOUT,
     DatabricksEndpointDeployer,
     EndpointDeploymentError,
+    endpoint_deployer,
 )
-from mlops_template.serving.local_deploy import LocalEndpointDeployer
 from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endpoint_config
-from mlops_template.serving.task import DeployConfig
 from mlops_template.tasks.common import build_config
+from mlops_template.tasks.deploy import DeployConfig
 
 MODEL = "prod.taxi.fare_model"
 _ENDPOINT_PATH = re.compile(r"^/api/2\.0/serving-endpoints/(?P<name>[^/]+)(?P<rest>/.*)?$")
@@ -285,8 +286,9 @@ def test_a_failed_update_says_the_previous_config_keeps_serving(fake_workspace):
 
 
 def test_the_platform_picks_the_deployer(fake_workspace, platform):
-    assert isinstance(platform.endpoint_deployer(), LocalEndpointDeployer)
-    assert isinstance(DatabricksPlatform().endpoint_deployer(), DatabricksEndpointDeployer)
+    """The laptop platform's deployer is its package's entry point (the wheel never imports it)."""
+    assert isinstance(endpoint_deployer(platform), LocalEndpointDeployer)
+    assert isinstance(endpoint_deployer(DatabricksPlatform()), DatabricksEndpointDeployer)
 
 
 def test_a_deploy_meeting_an_update_in_progress_waits_for_it_then_applies_its_own(fake_workspace):
@@ -387,12 +389,12 @@ def test_the_wait_is_configurable_with_a_generous_default(fake_workspace):
     """The first CPU endpoint build can take close to 30 minutes; the CLI waits 35 (databricks/cli
     bundle/direct/dresources/model_serving_endpoint.go)."""
     assert timedelta(minutes=35) <= DEFAULT_READY_TIMEOUT
-    assert DatabricksPlatform().endpoint_deployer().timeout == DEFAULT_READY_TIMEOUT
+    assert endpoint_deployer(DatabricksPlatform()).timeout == DEFAULT_READY_TIMEOUT
     arguments = ["--model-name=a.b.c", "--endpoint-name=e", "--catalog=a", "--schema=b"]
     config = build_config(DeployConfig, arguments)
     assert config.ready_timeout_minutes == 45
     minutes = timedelta(minutes=config.ready_timeout_minutes)
-    assert DatabricksPlatform().endpoint_deployer(ready_timeout=minutes).timeout == minutes
+    assert endpoint_deployer(DatabricksPlatform(), ready_timeout=minutes).timeout == minutes
 
 
 def test_an_endpoint_is_deleted_once(fake_workspace):
@@ -417,16 +419,16 @@ def test_the_databricks_path_never_imports_the_local_server():
     itself loads some starlette modules, so only those are allowed."""
     loaded = _imported_after(
         "mlops_template.serving.deploy",
-        "mlops_template.serving.task",
+        "mlops_template.tasks.deploy",
         "mlops_template.platform.databricks",
         "mlops_template.monitoring.quality_monitor",
         "mlops_template.tasks.teardown",
     )
     local_server = {
-        "mlops_template.serving.app",
-        "mlops_template.serving.server",
-        "mlops_template.serving.local_deploy",
-        "mlops_template.serving.endpoint",
+        "mlops_laptop.serving.app",
+        "mlops_laptop.serving.server",
+        "mlops_laptop.serving.local_deploy",
+        "mlops_laptop.serving.endpoint",
     }
     assert not loaded & local_server
     assert not {m for m in loaded if m.split(".")[0] == "uvicorn"}

@@ -25,18 +25,18 @@ import pytest
 import requests
 from mlflow.types import ParamSchema, ParamSpec
 
-from mlops_template.serving.batching import MicroBatcher
-from mlops_template.serving.endpoint import BatchSettings, Endpoint
-from mlops_template.serving.inference_table import (
+from mlops_laptop.platform.warehouse import local_table_dir
+from mlops_laptop.serving.batching import MicroBatcher
+from mlops_laptop.serving.endpoint import BatchSettings, Endpoint
+from mlops_laptop.serving.inference_table import (
     MAX_LOGGED_PAYLOAD_BYTES,
     PAYLOAD_SCHEMA,
     InferenceRecord,
     InferenceTableWriter,
-    local_table_dir,
     logged_payload,
 )
-from mlops_template.serving.invocation import MAX_REQUEST_BYTES, InvocationError, check_params
-from mlops_template.serving.router import TrafficRouter
+from mlops_laptop.serving.invocation import MAX_REQUEST_BYTES, InvocationError, check_params
+from mlops_laptop.serving.router import TrafficRouter
 from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, RouteSpec
 from test_serving_support import (
@@ -280,11 +280,14 @@ def test_the_served_entity_that_answered_is_in_the_served_model_name_header(url)
     assert response.headers["x-request-id"]
 
 
-def test_traffic_is_split_per_request_by_the_route_percentages(url):
-    def served(_: int) -> str:
-        return invoke(url, ENDPOINT, _good_body()).headers["served-model-name"]
+def test_traffic_is_split_per_request_by_the_route_percentages(config, tmp_path):
+    """A server of its own, its router seeded: the 400 draws are the same whatever the order in
+    which the concurrent requests reach it, so the share is too."""
 
-    with ThreadPoolExecutor(4) as pool:
+    def served(_: int) -> str:
+        return invoke(base_url, ENDPOINT, _good_body()).headers["served-model-name"]
+
+    with serving([config], tmp_path, seed=7) as (base_url, _), ThreadPoolExecutor(4) as pool:
         counts = Counter(pool.map(served, range(400)))
     assert set(counts) == {CHAMPION, CHALLENGER}
     assert counts[CHALLENGER] / 400 == pytest.approx(0.30, abs=0.075)  # > 3 standard deviations

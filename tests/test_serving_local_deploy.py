@@ -14,17 +14,17 @@ import requests
 import typer
 from typer.testing import CliRunner
 
-from mlops_template.serving.cli import serve_command
+from mlops_laptop.serving.cli import serve_command
 from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
 from mlops_template.serving.spec import endpoint_spec_path, load_endpoint_specs
-from mlops_template.serving.task import DeployConfig
 from mlops_template.tasks.common import TaskArgumentError, build_config
+from mlops_template.tasks.deploy import DeployConfig
 from test_serving_support import deploy_champion_and_challenger, fare_inputs, invoke, records_body
 
 MODEL = "test.serving_deploy.fare_model"
 ENDPOINT = "fares-dev"
 PAYLOAD_TABLE = "test.serving_deploy.fares_dev_payload"
-SERVE = "import typer; from mlops_template.serving.cli import serve_command; typer.run(serve_command)"
+SERVE = "import typer; from mlops_laptop.serving.cli import serve_command; typer.run(serve_command)"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from databricks.sdk.errors import BadRequest, NotFound, Unauthenticated
 from databricks.sdk.service.serving import DataframeSplitInput, QueryEndpointResponse
 from mlflow.deployments import get_deploy_client
 
-from mlops_template.serving.endpoint import Endpoint
+from mlops_laptop.serving.endpoint import Endpoint
 from test_serving_support import fare_inputs, logged_endpoint, register_fare_model, serving
 
 MODEL = "test.serving_sdk.fare_model"

@@ -32,8 +32,8 @@ from mlops_template.serving.spec import (
     save_endpoint_spec,
     served_versions,
 )
-from mlops_template.serving.task import DeployConfig, run
 from mlops_template.tasks.common import TaskArgumentError, build_config
+from mlops_template.tasks.deploy import DeployConfig, run
 from test_serving_support import deploy_champion_and_challenger, register_fare_model
 
 MODEL = "test.serving_spec.fare_model"
@@ -224,13 +224,13 @@ def test_the_deploy_task_deploys_only_when_the_endpoint_does_not_serve_the_wante
     assert load_endpoint_spec(platform.state_dir, endpoint).permissions == [
         PermissionSpec(group_name="fare-readers")
     ]
-    with caplog.at_level(logging.INFO, logger="mlops_template.serving.task"):
+    with caplog.at_level(logging.INFO, logger="mlops_template.tasks.deploy"):
         run(platform, build_config(DeployConfig, [*arguments, "--git-sha=later"]))
     assert f"endpoint {endpoint} already serves" in caplog.text
     assert path.stat().st_mtime_ns == recorded
 
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="mlops_template.serving.task"):
+    with caplog.at_level(logging.INFO, logger="mlops_template.tasks.deploy"):
         run(platform, build_config(DeployConfig, [*arguments[:-2], "--challenger-traffic-percent=30"]))
     assert f"endpoint {endpoint} does not serve" in caplog.text
     deployed = load_endpoint_spec(platform.state_dir, endpoint)

@@ -4,6 +4,7 @@ the session's registry, a local endpoint served on loopback, and JSON requests t
 from __future__ import annotations
 
 import json
+import random
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +20,14 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 
-from mlops_template.features.columns import MODEL_INPUT_COLUMNS
-from mlops_template.platform import LocalPlatform
-from mlops_template.serving.app import create_app
-from mlops_template.serving.endpoint import BatchSettings, Endpoint
-from mlops_template.serving.server import LocalServer
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_laptop.serving.app import create_app
+from mlops_laptop.serving.endpoint import BatchSettings, Endpoint
+from mlops_laptop.serving.server import LocalServer
+from mlops_template.problem.features import MODEL_INPUT_COLUMNS
 from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endpoint_config
-from mlops_template.serving.task import DeployConfig, run
 from mlops_template.tasks.common import build_config
+from mlops_template.tasks.deploy import DeployConfig, run
 
 _INTEGER_COLUMNS = {"pickup_zip", "dropoff_zip", "pickup_hour", "pickup_weekday", "dropoff_is_weekend"}
 
@@ -112,10 +113,20 @@ def serving(
     token: str | None = None,
     batching: BatchSettings | None = None,
     table_flush_seconds: float = 60.0,
+    seed: int = 0,
 ) -> Iterator[tuple[str, list[Endpoint]]]:
-    """The endpoints served on an ephemeral loopback port; yields the base URL and the endpoints."""
+    """The endpoints served on an ephemeral loopback port; yields the base URL and the endpoints.
+
+    Each endpoint routes requests with its own generator seeded by `seed`: traffic splits repeat.
+    """
     endpoints = [
-        Endpoint.load(config, state_dir, batching=batching, table_flush_seconds=table_flush_seconds)
+        Endpoint.load(
+            config,
+            state_dir,
+            batching=batching,
+            table_flush_seconds=table_flush_seconds,
+            rng=random.Random(seed),
+        )
         for config in configs
     ]
     with LocalServer(create_app(endpoints, token=token)) as server:

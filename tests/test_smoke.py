@@ -25,9 +25,9 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlops_template.bundle.loader import load_bundle
-from mlops_template.bundle.runner import JobRunResult, LocalJobRunner, TaskStatus, check_job, load_entry_point
-from mlops_template.platform import LocalPlatform
+from mlops_laptop.bundle.loader import load_bundle
+from mlops_laptop.bundle.runner import JobRunResult, LocalJobRunner, TaskStatus, check_job, load_entry_point
+from mlops_laptop.platform.local import LocalPlatform
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "deploy-staging.yml"

@@ -16,9 +16,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlops_template.bundle.loader import load_bundle
-from mlops_template.bundle.runner import LocalJobRunner, TaskStatus, check_job, load_entry_point
-from mlops_template.monitoring.quality_monitor import InferenceLogSpec, QualityMonitorSpec
+from mlops_laptop.bundle.loader import load_bundle
+from mlops_laptop.bundle.runner import LocalJobRunner, TaskStatus, check_job, load_entry_point
+from mlops_template.monitoring.quality_monitor import InferenceLogSpec, QualityMonitorSpec, quality_monitors
 from mlops_template.serving.spec import (
     InferenceTableSpec,
     ab_model_name,
@@ -79,7 +79,7 @@ def test_teardown_removes_the_endpoint_monitor_and_ab_model_and_runs_again(platf
         "request_time timestamp, model_version string, prediction double, fare_amount double",
     )
     platform.save_table(rows, config.monitoring_table)
-    monitors = platform.quality_monitors()
+    monitors = quality_monitors(platform)
     monitors.apply(
         QualityMonitorSpec(
             table_name=config.monitoring_table,

@@ -1,171 +1,105 @@
-"""Training on real local Spark and MLflow: config, split, model, logging and the logged model's loading."""
+"""The generic training side, problem-independent: training parameters, task arguments, metrics and
+the gate's decision rule. The problem here is the churn classifier of tests/churn."""
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
-import pandas as pd
 import pytest
-from mlflow import MlflowClient
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
 
-from mlops_template.data.generator import generate_trips
-from mlops_template.features.columns import LABEL, MODEL_INPUT_COLUMNS
-from mlops_template.platform import LocalPlatform
+from churn.spec import PROBLEM as CHURN
+from mlops_template.problem_spec import PROBLEM_VARIABLE, ProblemSpecError, TaskType
+from mlops_template.registry.gate import gate_failures
 from mlops_template.tasks.common import TaskArgumentError, build_config
-from mlops_template.tasks.prepare_data import clean_trips
 from mlops_template.tasks.train import TrainConfig
 from mlops_template.training.config import TrainingConfig, TrainingConfigError
-from mlops_template.training.evaluate import is_holdout
-from mlops_template.training.model import TrainedModel, TrainingSetError, model_input, train_model
-from mlops_template.training.tracking import RunContext, TrainingRun, log_training_run
+from mlops_template.training.evaluate import Metrics, evaluate
 
-FAST = {"n_estimators": 30, "num_leaves": 15, "learning_rate": 0.2}
-EXPERIMENT = "/Shared/test-training"
+CHURN_REFERENCE = "churn.spec:PROBLEM"
 
 
-def training_frame(spark: SparkSession, rows: int = 3_000, seed: int = 42) -> DataFrame:
-    """Generated trips with stand-ins for the looked-up features (nulls included), cached."""
-    trips = clean_trips(generate_trips(spark, rows=rows, seed=seed), min_trip_distance=0.1)
-    by_pickup, by_dropoff = Window.partitionBy("pickup_zip"), Window.partitionBy("dropoff_zip")
-    some_missing = F.pmod(F.col("trip_id"), F.lit(5)) == 0
-    frame = (
-        trips.withColumn("pickup_hour", F.hour("tpep_pickup_datetime"))
-        .withColumn("pickup_weekday", F.dayofweek("tpep_pickup_datetime"))
-        .withColumn("mean_fare_window_1h_pickup_zip", F.when(~some_missing, F.avg(LABEL).over(by_pickup)))
-        .withColumn(
-            "count_trips_window_1h_pickup_zip", F.when(~some_missing, F.count(F.lit(1)).over(by_pickup))
-        )
-        .withColumn("count_trips_window_30m_dropoff_zip", F.count(F.lit(1)).over(by_dropoff))
-        .withColumn("dropoff_is_weekend", F.dayofweek("tpep_dropoff_datetime").isin(1, 7))
-    )
-    return frame.cache()
-
-
-def context(target: str = "test") -> RunContext:
-    return RunContext("test.trips.clean", "test.features.pickup", "test.features.dropoff", target, "run-17")
-
-
-@pytest.fixture(scope="module")
-def frame(spark: SparkSession) -> DataFrame:
-    return training_frame(spark)
-
-
-@pytest.fixture(scope="module")
-def trained(frame: DataFrame) -> TrainedModel:
-    return train_model(frame, TrainingConfig(**FAST))
-
-
-@pytest.fixture(scope="module")
-def logged(platform: LocalPlatform, trained: TrainedModel) -> TrainingRun:
-    return log_training_run(platform.experiment_id(EXPERIMENT), trained, context())
-
-
-def test_config_overrides_merge_over_defaults() -> None:
-    config = TrainingConfig.from_json('{"n_estimators": 12, "max_rmse": 5}')
-    assert (config.n_estimators, config.max_rmse) == (12, 5.0)
-    assert config.learning_rate == TrainingConfig().learning_rate
-    assert TrainingConfig.from_json("") == TrainingConfig.from_json("{}") == TrainingConfig()
-    assert config.lgbm_params()["n_estimators"] == 12
-    assert "max_rmse" not in config.lgbm_params()
+def test_overrides_are_flat_keys_over_the_problems_defaults() -> None:
+    config = TrainingConfig.from_json('{"C": 0.5, "gate_min_roc_auc": 0.7, "test_size": 0.3}', CHURN)
+    assert (config.model_params.C, config.model_params.max_iter) == (0.5, 200)
+    assert config.gate_thresholds == {"min_roc_auc": 0.7, "max_brier": 0.3}
+    assert config.test_size == 0.3
+    assert TrainingConfig.from_json("", CHURN) == TrainingConfig.from_json("{}", CHURN)
+    assert TrainingConfig.defaults(CHURN).gate_thresholds == dict(CHURN.gate_thresholds)
+    assert config.as_parameters()["gate_min_roc_auc"] == 0.7
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"n_estimator": 5}', "unknown parameter 'n_estimator'"),
-        ('{"learning_rate": -1}', "learning_rate"),
+        ('{"c": 5}', r"unknown training parameter\(s\) \['c'\] \(known: test_size, .*gate_min_roc_auc"),
+        ('{"gate_max_rmse": 5}', r"unknown .*'gate_max_rmse'"),  # not a metric of classification
+        ('{"max_iter": 0}', "max_iter: Input should be greater than or equal to 1"),
+        ('{"gate_min_accuracy": "high"}', "gate_min_accuracy: Input should be a valid number"),
+        ('{"test_size": 1}', "test_size"),
         ("[1, 2]", "must be a JSON object"),
-        ("{n_estimators: 5}", "not valid JSON"),
+        ("{C: 5}", "not valid JSON"),
     ],
 )
 def test_bad_training_params_are_clear_errors(text: str, message: str) -> None:
     with pytest.raises(TrainingConfigError, match=message):
-        TrainingConfig.from_json(text)
+        TrainingConfig.from_json(text, CHURN)
 
 
-def test_task_parameters_parse_training_params() -> None:
+def test_task_parameters_parse_training_params_for_the_problem_in_mlops_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PROBLEM_VARIABLE, CHURN_REFERENCE)
     args = [
-        "--trips-table=c.s.trips",
-        "--pickup-features-table=c.s.pickup",
-        "--dropoff-features-table=c.s.dropoff",
+        "--schema=c.s",
         "--experiment-name=/Shared/x",
-        "--model-name=c.s.fare_model",
+        "--model-name=c.s.churn_model",
         "--bundle-target=dev",
         "--job-run-id=42",
     ]
-    config = build_config(TrainConfig, [*args, '--training-params={"num_leaves": 7}'])
-    assert config.training_params.num_leaves == 7
-    assert build_config(TrainConfig, args).training_params == TrainingConfig()
-    with pytest.raises(TaskArgumentError, match=r"--training-params.*unknown parameter 'num_leaf'"):
-        build_config(TrainConfig, [*args, '--training-params={"num_leaf": 7}'])
+    config = build_config(TrainConfig, [*args, '--training-params={"C": 2}'])
+    assert config.training_params.model_params.C == 2
+    assert build_config(TrainConfig, args).training_params == TrainingConfig.defaults(CHURN)
+    with pytest.raises(
+        TaskArgumentError, match=r"--training-params.*unknown training parameter\(s\) \['Cee'\]"
+    ):
+        build_config(TrainConfig, [*args, '--training-params={"Cee": 7}'])
     with pytest.raises(TaskArgumentError, match=r"--model-name.*three-level"):
-        build_config(TrainConfig, [*args[:4], "--model-name=fare_model", *args[5:]])
+        build_config(TrainConfig, [*args[:2], "--model-name=churn_model", *args[3:]])
 
 
-def test_holdout_is_the_training_split_and_a_stable_share(frame: DataFrame, trained: TrainedModel) -> None:
-    flags = frame.select("trip_id", is_holdout(0.2).alias("small"), is_holdout(0.3).alias("large")).toPandas()
-    assert set(flags.trip_id[flags.small]) == set(trained.holdout.trip_id)
-    assert 0.15 < flags.small.mean() < 0.25
-    assert (flags.large | ~flags.small).all()  # a larger test_size only adds trips
+def test_a_spec_with_a_metric_of_another_task_type_is_refused() -> None:
+    with pytest.raises(ProblemSpecError, match=r"primary_metric 'rmse' is not one of .*roc_auc.*max_r2"):
+        CHURN.__class__(**{**vars(CHURN), "primary_metric": "rmse", "gate_thresholds": {"max_r2": 1.0}})
+    assert CHURN.task_type == TaskType.BINARY_CLASSIFICATION
 
 
-def test_model_trains_through_nulls_and_passes_default_thresholds(trained: TrainedModel) -> None:
-    defaults = TrainingConfig()
-    assert trained.train[MODEL_INPUT_COLUMNS].isna().any().any()
-    assert set(trained.train.trip_id).isdisjoint(trained.holdout.trip_id)
-    assert trained.metrics.rows == len(trained.holdout)
-    assert trained.metrics.rmse < defaults.max_rmse / 2
-    assert trained.metrics.r2 > defaults.min_r2 + 0.2
-    assert list(trained.pipeline[-1].booster_.feature_name()) == MODEL_INPUT_COLUMNS
+def test_classification_metrics_score_probabilities_and_accuracy_at_the_threshold() -> None:
+    actual = np.array([0, 0, 1, 1])
+    metrics = evaluate(CHURN, actual, np.array([0.1, 0.6, 0.4, 0.9]))
+    assert list(metrics.values) == ["roc_auc", "log_loss", "brier", "accuracy"]
+    assert metrics["roc_auc"] == 0.75
+    assert metrics["accuracy"] == 0.5  # 0.6 and 0.4 fall on the wrong side of 0.5
+    assert metrics["brier"] == pytest.approx((0.01 + 0.36 + 0.36 + 0.01) / 4)
+    with pytest.raises(ValueError, match="both classes"):
+        evaluate(CHURN, np.array([1, 1]), np.array([0.2, 0.9]))
 
 
-def test_training_set_without_model_columns_fails(frame: DataFrame) -> None:
-    with pytest.raises(TrainingSetError, match="pickup_hour"):
-        train_model(frame.drop("pickup_hour"), TrainingConfig(**FAST))
+def _metrics(**values: float) -> Metrics:
+    return Metrics(values, rows=100)
 
 
-def test_run_logs_params_metrics_tags_lineage_and_plots(logged: TrainingRun, trained: TrainedModel) -> None:
-    client = MlflowClient()
-    run = client.get_run(logged.run_id)
-    assert run.data.tags["git_sha"] == "test-sha"
-    assert run.data.tags["bundle_target"] == "test"
-    assert run.data.tags["job_run_id"] == "run-17"
-    assert run.data.params["n_estimators"] == "30"
-    assert run.data.params["trips_table"] == "test.trips.clean"
-    assert run.data.metrics["test_rmse"] == pytest.approx(trained.metrics.rmse)
-    contexts = {i.dataset.name: i.tags[0].value for i in run.inputs.dataset_inputs}
-    assert contexts == {"training_set": "training", "holdout_set": "evaluation"}
-    assert "test.trips.clean" in run.inputs.dataset_inputs[0].dataset.source
-    plots = {a.path for a in client.list_artifacts(logged.run_id, "plots")}
-    assert plots == {f"plots/{n}.png" for n in ("feature_importance", "residuals", "predicted_vs_actual")}
+def test_the_gate_compares_the_primary_metric_in_its_direction() -> None:
+    config = TrainingConfig.from_overrides({"gate_promotion_margin": 0.1, "gate_max_brier": 1.0}, CHURN)
+    champion = _metrics(roc_auc=0.8, brier=0.2)
+    # Higher is better for ROC AUC: 0.73 is within 10% below 0.80, 0.71 is not.
+    assert gate_failures(_metrics(roc_auc=0.73, brier=0.2), champion, config, "roc_auc") == []
+    (failure,) = gate_failures(_metrics(roc_auc=0.71, brier=0.2), champion, config, "roc_auc")
+    assert "roc_auc 0.710 worse than the champion's 0.800" in failure and "at least 0.720" in failure
+    # Lower is better for the Brier score: 0.21 is within 10% above 0.20, 0.23 is not.
+    assert gate_failures(_metrics(roc_auc=0.8, brier=0.21), champion, config, "brier") == []
+    assert gate_failures(_metrics(roc_auc=0.8, brier=0.23), champion, config, "brier")
 
 
-def test_logged_model_requires_every_input_as_double(logged: TrainingRun) -> None:
-    inputs = mlflow.models.get_model_info(logged.model_uri).signature.inputs
-    assert inputs.input_names() == MODEL_INPUT_COLUMNS
-    assert {spec.type.name for spec in inputs.inputs} == {"double"}
-    assert all(spec.required for spec in inputs.inputs)
-
-
-def test_logged_model_predicts_the_same_through_pyfunc_and_spark_udf(
-    spark: SparkSession, logged: TrainingRun, trained: TrainedModel, frame: DataFrame
-) -> None:
-    rows = frame.orderBy("trip_id").limit(200)
-    expected = trained.pipeline.predict(rows.select(*MODEL_INPUT_COLUMNS).toPandas().astype("float64"))
-
-    pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
-    inputs = model_input(rows).toPandas()
-    assert inputs.isna().any().any()
-    np.testing.assert_allclose(pyfunc.predict(inputs), expected, rtol=1e-9)
-
-    udf = mlflow.pyfunc.spark_udf(spark, logged.model_uri, result_type="double", env_manager="local")
-    scored = model_input(rows).withColumn("prediction", udf(*MODEL_INPUT_COLUMNS)).toPandas()
-    np.testing.assert_allclose(scored["prediction"].to_numpy(), expected, rtol=1e-9)
-
-
-def test_logged_model_accepts_a_request_with_nulls(logged: TrainingRun) -> None:
-    pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
-    request = pd.DataFrame([dict.fromkeys(MODEL_INPUT_COLUMNS, None) | {"trip_distance": 2.5}])
-    assert np.isfinite(pyfunc.predict(request)).all()
+def test_the_gate_names_each_threshold_it_fails() -> None:
+    config = TrainingConfig.from_overrides({"gate_min_roc_auc": 0.9, "gate_max_brier": 0.1}, CHURN)
+    failures = gate_failures(_metrics(roc_auc=0.85, brier=0.2), None, config, "roc_auc")
+    assert failures == ["roc_auc 0.850 below min_roc_auc 0.9", "brier 0.200 above max_brier 0.1"]

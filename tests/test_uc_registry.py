@@ -23,9 +23,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.linear_model import LinearRegression
 
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_laptop.platform.uc_registry import UnityCatalogLocalStore
 from mlops_template.monitoring.check import latest_version_time
-from mlops_template.platform import LocalPlatform
-from mlops_template.platform.uc_registry import UnityCatalogLocalStore
 from mlops_template.registry.versions import model_status
 
 INPUTS = pd.DataFrame({"x": [1.0, 2.0, 3.0]})

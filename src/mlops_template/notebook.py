@@ -1,49 +1,37 @@
-"""What the notebooks share: the platform and the bundle's resolved names for one target.
+"""What the notebooks share: the platform and the names and task parameters of one target.
 
-On Databricks the notebooks run from the bundle's synced files (`notebooks/` beside
-databricks.yml): they use the target those files were deployed with (the CLI's metadata.json)
-and the variable values the deployed jobs carry, `--var` ones included. In a source checkout:
-the target asked for, else `$MLOPS_TARGET`, else the bundle's default target.
+Both come from the target's jobs as the platform has them (`Platform.deployed_jobs`): on Databricks
+the notebooks run from the bundle's synced files and read the jobs that deployment made (`--var`
+values included); locally the jobs databricks.yml resolves to for the target asked for, else
+`$MLOPS_TARGET`, else the bundle's default target.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from mlops_template.bundle.deployment import (
-    Deployment,
-    check_deployed,
-    deployed_variables,
-    read_deployment,
-)
-from mlops_template.bundle.loader import (
-    ResolvedBundle,
-    find_bundle_root,
-    load_bundle,
-    read_config,
-    resolve_bundle,
-)
+from mlops_template.bundle.deployment import DeployedJobs
 from mlops_template.pipeline_names import PipelineNames
 from mlops_template.platform import Platform, get_platform
 from mlops_template.tasks.common import TaskConfig, build_config
 
 ConfigT = TypeVar("ConfigT", bound=TaskConfig)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class NotebookContext:
-    """A target's tables, model and endpoint names, and the platform to reach them."""
+    """A target's jobs and the names they use, and the platform to reach them."""
 
-    bundle: ResolvedBundle
+    jobs: DeployedJobs
+    names: PipelineNames
     platform: Platform
 
     @property
-    def names(self) -> PipelineNames:
-        return PipelineNames.of(self.bundle)
+    def target(self) -> str:
+        return self.jobs.target
 
     @property
     def catalog(self) -> str:
@@ -66,43 +54,19 @@ class NotebookContext:
         return self.names.endpoint
 
     def task_config(self, job: str, task_key: str, config_type: type[ConfigT]) -> ConfigT:
-        """The config a job's wheel task gets from the bundle (it must not use `{{...}}` references)."""
-        task = next(t for t in self.bundle.job(job)["tasks"] if t["task_key"] == task_key)
-        return build_config(config_type, task["python_wheel_task"]["parameters"])
+        """The config a job's wheel task gets when the job runs with its default parameters."""
+        return build_config(config_type, self.jobs.task_parameters(job, task_key))
 
-
-logger = logging.getLogger(__name__)
+    def job_parameter(self, job: str, name: str) -> str:
+        """The default value of a job parameter."""
+        return self.jobs.parameter(job, name)
 
 
 def notebook_context(target: str | None = None) -> NotebookContext:
     """The context of `target`; by default the deployed target (see the module doc)."""
-    bundle = notebook_bundle(find_bundle_root(), target)
-    platform = get_platform(bundle.target)
+    platform = get_platform(target)
+    jobs = platform.deployed_jobs(target)
+    context = NotebookContext(jobs, PipelineNames.of(jobs), platform)
     platform.configure_mlflow()
-    return NotebookContext(bundle, platform)
-
-
-def notebook_bundle(root: Path, target: str | None = None, client: Any = None) -> ResolvedBundle:
-    """The resolved bundle at `root`: as deployed when `root` holds deployed files, else for
-    `target` (default `$MLOPS_TARGET`, else the default target). `client`: a WorkspaceClient."""
-    deployment = read_deployment(root)
-    if deployment is None or target not in (None, deployment.target):
-        return load_bundle(root, target or os.environ.get("MLOPS_TARGET"))
-    return deployed_bundle(root, deployment, client)
-
-
-def deployed_bundle(root: Path, deployment: Deployment, client: Any = None) -> ResolvedBundle:
-    """The bundle resolved for the deployed target with the values its deployed jobs carry."""
-    if client is None:
-        from databricks.sdk import WorkspaceClient
-
-        client = WorkspaceClient()
-    jobs = {
-        key: client.jobs.get(job_id=job_id).settings.as_dict() for key, job_id in deployment.job_ids.items()
-    }
-    config = read_config(root)
-    variables = deployed_variables(config, deployment.target, jobs)
-    bundle = resolve_bundle(config, deployment.target, variables)
-    check_deployed(bundle, jobs)
-    logger.info("using target %s as deployed to %s", bundle.target, deployment.file_path)
-    return bundle
+    log.info("notebook context: target %s on the %s platform", context.target, platform.name)
+    return context

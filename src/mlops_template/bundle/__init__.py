@@ -1,1 +1,1 @@
-"""The Databricks Asset Bundle read the way the Databricks CLI reads it, validated offline, run locally."""
+"""The bundle as `databricks bundle deploy` left it on a workspace (the laptop reads databricks.yml)."""

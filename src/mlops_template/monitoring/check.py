@@ -5,7 +5,8 @@ latest version was registered: a window wholly before the newest training descri
 is no longer the newest, and must not trigger another retraining on every run until it ages out
 (a drift that lasts keeps asking for retraining, once per new window). Retraining
 is due when at least `violation_windows` of the latest `evaluation_windows` judged windows
-violate a threshold: a feature's PSI or KS, the predictions' PSI, or the RMSE on labelled rows.
+violate a threshold: a monitored input's PSI or KS, the predictions' PSI, or a quality limit
+(`max_<metric>` / `min_<metric>`) on the labelled rows.
 """
 
 from __future__ import annotations
@@ -40,10 +41,21 @@ def _over(value: float, limit: float) -> bool:
     return bool(pd.notna(value)) and value > limit
 
 
+def _quality_violations(window: pd.Series, limits: dict[str, float]) -> list[str]:
+    """Quality limits a window breaks: `max_<metric>` exceeded or `min_<metric>` undershot."""
+    found = []
+    for name, limit in limits.items():
+        bound, _, metric = name.partition("_")
+        value = window.get(metric, float("nan"))
+        if _over(value, limit) if bound == "max" else _over(-value, -limit):
+            found.append(f"{metric}={value:.3f} {'>' if bound == 'max' else '<'} {limit}")
+    return found
+
+
 def window_violations(
     window: pd.Series, psi: pd.Series, ks: pd.Series, thresholds: MonitoringThresholds
 ) -> list[str]:
-    """What one window violates: drifted inputs and predictions, RMSE (with enough labels)."""
+    """What one window violates: drifted inputs and predictions, quality (with enough labels)."""
     found = [
         f"psi({name})={psi.get(name):.3f} > {thresholds.psi}"
         for name in thresholds.features
@@ -56,9 +68,8 @@ def window_violations(
     ]
     if _over(psi.get(PREDICTION, float("nan")), thresholds.prediction_psi):
         found.append(f"psi(prediction)={psi[PREDICTION]:.3f} > {thresholds.prediction_psi}")
-    enough_labels = window.get("labeled_rows", 0) >= thresholds.min_labeled_rows
-    if enough_labels and _over(window.get("rmse", float("nan")), thresholds.max_rmse):
-        found.append(f"rmse={window['rmse']:.2f} > {thresholds.max_rmse}")
+    if window.get("labeled_rows", 0) >= thresholds.min_labeled_rows:
+        found += _quality_violations(window, thresholds.quality)
     return found
 
 

@@ -3,15 +3,17 @@
 - Population stability index over the baseline's quantile bins (deciles by default), with
   missing values as a bin of their own: sum((a - e) * ln(a / e)) over the bins' shares, shares
   floored at `epsilon` so an empty bin does not make it infinite. Discrete features get fewer
-  bins (repeated quantiles collapse), which is what they need.
-- Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs,
-  missing values left out (scipy's `ks_2samp` statistic, without the p-value, which on large
-  samples flags any difference at all).
+  bins (repeated quantiles collapse), which is what they need. String (categorical) inputs are
+  binned by value instead: the baseline's values, one bin for values it never had, and missing.
+- Two-sample Kolmogorov-Smirnov statistic (`scipy.stats.ks_2samp`), missing values left out:
+  the statistic only, not its p-value, which on large samples flags any difference at all.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+from scipy.stats import ks_2samp
 
 DEFAULT_BINS = 10
 EPSILON = 1e-4
@@ -25,6 +27,11 @@ def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / len(values)
 
 
+def _psi(expected_shares: np.ndarray, actual_shares: np.ndarray, epsilon: float) -> float:
+    e, a = np.clip(expected_shares, epsilon, None), np.clip(actual_shares, epsilon, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
 def population_stability_index(
     expected: np.ndarray, actual: np.ndarray, bins: int = DEFAULT_BINS, epsilon: float = EPSILON
 ) -> float:
@@ -35,20 +42,29 @@ def population_stability_index(
     present = expected[~np.isnan(expected)]
     cuts = np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]) if present.size else np.array([])
     edges = np.unique(cuts)
-    e = np.clip(_shares(expected, edges), epsilon, None)
-    a = np.clip(_shares(actual, edges), epsilon, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return _psi(_shares(expected, edges), _shares(actual, edges), epsilon)
+
+
+def _category_shares(values: pd.Series, categories: pd.Index) -> np.ndarray:
+    """Shares of each of `categories`, then of other values, then of missing values."""
+    present = values.dropna().astype(str)
+    counts = present.value_counts().reindex(categories, fill_value=0).to_numpy()
+    other = len(present) - counts.sum()
+    return np.append(counts, [other, values.isna().sum()]) / len(values)
+
+
+def categorical_psi(expected: pd.Series, actual: pd.Series, epsilon: float = EPSILON) -> float:
+    """PSI of a string input over the baseline's values; NaN when either side is empty."""
+    if expected.empty or actual.empty:
+        return float("nan")
+    categories = pd.Index(sorted(expected.dropna().astype(str).unique()))
+    return _psi(_category_shares(expected, categories), _category_shares(actual, categories), epsilon)
 
 
 def ks_statistic(expected: np.ndarray, actual: np.ndarray) -> float:
     """The two-sample KS statistic of the non-missing values; NaN when either side has none."""
-    a = np.sort(np.asarray(expected, dtype="float64"))
-    b = np.sort(np.asarray(actual, dtype="float64"))
+    a, b = np.asarray(expected, dtype="float64"), np.asarray(actual, dtype="float64")
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     if a.size == 0 or b.size == 0:
         return float("nan")
-    values = np.concatenate([a, b])
-    gap = (
-        np.searchsorted(a, values, side="right") / a.size - np.searchsorted(b, values, side="right") / b.size
-    )
-    return float(np.max(np.abs(gap)))
+    return float(ks_2samp(a, b).statistic)

@@ -6,11 +6,16 @@ may have changed) and keeps older ones:
 
 - request level (column ""): `requests`, `error_rate`, `latency_p50_ms` / `p95` / `p99` of
   `execution_duration_ms`, over every request, refused ones included;
-- prediction level (column ""): `rows` (answered predictions), `labeled_rows`, `rmse`, `mae`
-  against the ground truth where it has arrived;
-- drift (column = feature, or `prediction`): `psi` and `ks` of the window's rows against the
-  baseline; predictions against the baseline's actual fares. Computed on at most
-  `max_rows_per_window` rows per window (a stable hash sample), collected to the driver.
+- prediction level (column ""): `rows` (answered predictions), `labeled_rows`, and the task
+  type's metrics (training's `evaluate`) against the ground truth where it has arrived:
+  regression rmse, mae, r2; binary classification roc_auc (NaN while a window has one class),
+  log_loss, brier, accuracy at the spec's threshold, on the probability of label 1;
+- drift (column = monitored input, or `prediction`): `psi` and `ks` of the window's rows against
+  the baseline (a string input: PSI over its values, no KS); predictions against the champion's
+  predictions on the baseline.
+
+Drift and quality are computed on at most `max_rows_per_window` answered, and as many labelled,
+rows per window (stable hash samples), collected to the driver.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from mlops_template.features.columns import LABEL, MODEL_INPUT_COLUMNS
-from mlops_template.monitoring.drift import ks_statistic, population_stability_index
+from mlops_template.monitoring.drift import categorical_psi, ks_statistic, population_stability_index
 from mlops_template.monitoring.tables import granularity_length
 from mlops_template.monitoring.unpack import PREDICTION, REQUEST_ID, REQUEST_TIME, ROW_INDEX, SUCCESS
+from mlops_template.problem_spec import ProblemSpec
+from mlops_template.training.evaluate import evaluate
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -110,41 +116,52 @@ def _answered(rows: DataFrame) -> DataFrame:
     return rows.where((F.col("status_code") == SUCCESS) & F.col(PREDICTION).isNotNull())
 
 
-def _quality_metrics(rows: DataFrame) -> pd.DataFrame:
-    """Answered rows, labelled rows, RMSE and MAE per window."""
-    error = F.col(PREDICTION) - F.col(LABEL)
+def _counts(rows: DataFrame, label: str) -> pd.DataFrame:
+    """Answered rows and labelled answered rows per window."""
     return (
         _answered(rows)
         .groupBy(_WINDOW)
         .agg(
             F.count(F.lit(1)).cast("double").alias("rows"),
-            F.count(LABEL).cast("double").alias("labeled_rows"),
-            F.sqrt(F.avg(error * error)).alias("rmse"),
-            F.avg(F.abs(error)).alias("mae"),
+            F.count(label).cast("double").alias("labeled_rows"),
         )
-        .select(*_bounds(), "rows", "labeled_rows", "rmse", "mae")
+        .select(*_bounds(), "rows", "labeled_rows")
         .toPandas()
     )
 
 
-def _window_samples(rows: DataFrame, cap: int) -> pd.DataFrame:
-    """Up to `cap` answered rows per window (a stable hash sample): inputs and prediction."""
+def _sample(rows: DataFrame, cap: int, columns: list[str]) -> pd.DataFrame:
+    """Up to `cap` of `rows` per window (a stable hash sample): the window start and `columns`."""
     order = Window.partitionBy(_WINDOW).orderBy(F.xxhash64(REQUEST_ID, ROW_INDEX))
     return (
-        _answered(rows)
-        .withColumn("_rank", F.row_number().over(order))
+        rows.withColumn("_rank", F.row_number().over(order))
         .where(F.col("_rank") <= cap)
-        .select(F.col(f"{_WINDOW}.start").alias(WINDOW_START), *MODEL_INPUT_COLUMNS, PREDICTION)
+        .select(F.col(f"{_WINDOW}.start").alias(WINDOW_START), *columns)
         .toPandas()
     )
 
 
-def _drift_rows(sample: pd.DataFrame, baseline: pd.DataFrame, bins: int) -> list[tuple[str, str, float]]:
-    """(metric, column, value) of PSI and KS per input, and of predictions vs baseline fares."""
-    pairs = [(name, baseline[name], sample[name]) for name in MODEL_INPUT_COLUMNS]
-    pairs.append((PREDICTION, baseline[LABEL], sample[PREDICTION]))
+def quality(spec: ProblemSpec, labels: pd.Series, predicted: pd.Series) -> dict[str, float]:
+    """The task type's metrics of one window's labelled predictions; NaN without labels."""
+    if labels.empty:
+        return {name: float("nan") for name in spec.metric_names}
+    actual = labels.to_numpy("float64")
+    if spec.is_classifier:
+        actual = actual.astype("int64")
+    return dict(evaluate(spec, actual, predicted.to_numpy("float64"), allow_one_class=True).values)
+
+
+def drift_rows(
+    sample: pd.DataFrame, baseline: pd.DataFrame, spec: ProblemSpec, bins: int
+) -> list[tuple[str, str, float]]:
+    """(metric, column, value) of PSI and KS per monitored input, and of the predictions."""
+    types = {model_input.name: model_input.type for model_input in spec.model_inputs}
     result = []
-    for column, expected, actual in pairs:
+    for column in [*spec.drift_columns, PREDICTION]:
+        expected, actual = baseline[column], sample[column]
+        if types.get(column) == "string":
+            result += [("psi", column, categorical_psi(expected, actual)), ("ks", column, float("nan"))]
+            continue
         expected_values, actual_values = expected.to_numpy("float64"), actual.to_numpy("float64")
         result.append(("psi", column, population_stability_index(expected_values, actual_values, bins)))
         result.append(("ks", column, ks_statistic(expected_values, actual_values)))
@@ -152,19 +169,37 @@ def _drift_rows(sample: pd.DataFrame, baseline: pd.DataFrame, bins: int) -> list
 
 
 def window_metrics(
-    monitoring: DataFrame, baseline: pd.DataFrame, settings: WindowSettings, computed_at: dt.datetime
+    monitoring: DataFrame,
+    baseline: pd.DataFrame,
+    spec: ProblemSpec,
+    settings: WindowSettings,
+    computed_at: dt.datetime,
 ) -> pd.DataFrame:
-    """The metrics of the latest windows of `monitoring`, one row per metric (columns of METRICS_SCHEMA)."""
+    """The metrics of the latest windows of `monitoring`, one row per metric (columns of METRICS_SCHEMA).
+
+    `baseline` holds the monitored inputs and the champion's `prediction` (`baseline.baseline_sample`).
+    """
     rows = _recent_windows(monitoring, settings)
     if rows is None:
         return pd.DataFrame(columns=METRICS_SCHEMA.fieldNames())
-    windows = _request_metrics(rows).merge(_quality_metrics(rows), on=[WINDOW_START, WINDOW_END], how="left")
-    samples = _window_samples(rows, settings.max_rows_per_window)
+    windows = _request_metrics(rows).merge(
+        _counts(rows, spec.label), on=[WINDOW_START, WINDOW_END], how="left"
+    )
+    answered = _answered(rows)
+    samples = _sample(answered, settings.max_rows_per_window, [*spec.drift_columns, PREDICTION])
+    labelled = _sample(
+        answered.where(F.col(spec.label).isNotNull()), settings.max_rows_per_window, [PREDICTION, spec.label]
+    )
     records = []
     for window in windows.sort_values(WINDOW_START).to_dict("records"):
         values = [(name, WINDOW_LEVEL, window[name]) for name in windows.columns[2:]]
+        scored = labelled[labelled[WINDOW_START] == window[WINDOW_START]]
+        values += [
+            (name, WINDOW_LEVEL, value)
+            for name, value in quality(spec, scored[spec.label], scored[PREDICTION]).items()
+        ]
         sample = samples[samples[WINDOW_START] == window[WINDOW_START]]
-        values += _drift_rows(sample, baseline, settings.bins)
+        values += drift_rows(sample, baseline, spec, settings.bins)
         records += [
             (
                 settings.granularity,

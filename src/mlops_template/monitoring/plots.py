@@ -10,9 +10,10 @@ from matplotlib.figure import Figure
 
 from mlops_template.monitoring.config import MonitoringThresholds
 from mlops_template.monitoring.metrics import window_table
+from mlops_template.problem_spec import ProblemSpec
 
 MAX_TICKS = 12
-_PLOTTED = ["rmse", "mae", "error_rate", "latency_p95_ms"]
+_SERVICE = ["error_rate", "latency_p95_ms"]
 
 
 def _label_windows(axes: Axes, starts: pd.Index) -> None:
@@ -24,10 +25,11 @@ def _label_windows(axes: Axes, starts: pd.Index) -> None:
     axes.set_xlabel("window start (UTC)")
 
 
-def monitoring_figure(metrics: pd.DataFrame, thresholds: MonitoringThresholds) -> Figure:
-    """PSI per input and of predictions; RMSE and MAE; error rate and p95 latency, per window."""
+def monitoring_figure(metrics: pd.DataFrame, thresholds: MonitoringThresholds, spec: ProblemSpec) -> Figure:
+    """PSI per monitored input and of predictions; the task type's quality metrics with their
+    limits; error rate and p95 latency, per window."""
     windows = window_table(metrics).sort_index()
-    windows = windows.reindex(columns=windows.columns.union(_PLOTTED))
+    windows = windows.reindex(columns=windows.columns.union([*spec.metric_names, *_SERVICE]))
     psi = window_table(metrics, "psi").reindex(windows.index)
     x = np.arange(len(windows))
     figure = Figure(figsize=(10.0, 10.0), layout="tight")
@@ -39,11 +41,15 @@ def monitoring_figure(metrics: pd.DataFrame, thresholds: MonitoringThresholds) -
     drift_axes.set_ylabel("PSI vs baseline")
     drift_axes.set_title("Drift, quality and service per window")
     drift_axes.legend(fontsize="x-small", ncol=3)
-    for name in ("rmse", "mae"):
-        quality_axes.plot(x, windows[name], marker="o", markersize=4, label=name.upper())
-    quality_axes.axhline(thresholds.max_rmse, color="red", linestyle="--", linewidth=1, label="max RMSE")
-    quality_axes.set_ylabel("fare error ($)")
-    quality_axes.legend(fontsize="small")
+    for index, name in enumerate(spec.metric_names):
+        quality_axes.plot(x, windows[name], marker="o", markersize=4, color=f"C{index}", label=name)
+    for index, name in enumerate(spec.metric_names):
+        for bound in ("max", "min"):
+            if (limit := thresholds.quality.get(f"{bound}_{name}")) is not None:
+                label = f"{bound} {name}"
+                quality_axes.axhline(limit, color=f"C{index}", linestyle="--", linewidth=1, label=label)
+    quality_axes.set_ylabel("quality on labelled rows")
+    quality_axes.legend(fontsize="small", ncol=2)
     service_axes.bar(x, 100 * windows["error_rate"], width=0.6, color="C3", alpha=0.6)
     service_axes.set_ylabel("errors (% of requests)", color="C3")
     latency_axes = service_axes.twinx()

@@ -3,16 +3,14 @@
 The monitor needs its table, which the monitoring job's `unpack` task creates once the endpoint
 has traffic, so it is not a bundle resource (the first `bundle deploy` would fail on an empty
 workspace) but created or updated by the job's `quality_monitor` task, after `unpack`.
-On Databricks: `WorkspaceClient().quality_monitors`; locally the request is checked as Databricks
-checks it (table, columns, schema) and recorded in the local state.
+On Databricks: `WorkspaceClient().quality_monitors`; elsewhere what the platform's package
+registers (the laptop platform checks the request as Databricks does and records it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound
@@ -20,19 +18,15 @@ from databricks.sdk.service.catalog import (
     MonitorCronSchedule,
     MonitorInferenceLog,
     MonitorInferenceLogProblemType,
-    MonitorInfo,
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlops_template.platform.base import MissingTableError
-from mlops_template.platform.names import local_database, split_name
-
-if TYPE_CHECKING:
-    from mlops_template.platform.local import LocalPlatform
+from mlops_template.platform import DatabricksPlatform, MissingTableError, Platform, registered_for
+from mlops_template.platform.names import split_name
 
 log = logging.getLogger(__name__)
 
-MONITORS_DIR = "quality_monitors"
+QUALITY_MONITORS_ENTRY_POINTS = "mlops_template.quality_monitors"
 # The granularities Lakehouse Monitoring accepts
 # (https://docs.databricks.com/lakehouse-monitoring/create-monitor-api.html).
 GRANULARITIES = (
@@ -48,7 +42,7 @@ GRANULARITIES = (
     "1 year",
 )
 # Spark types a timestamp column may have: TIMESTAMP, or what `to_timestamp` converts.
-_TIMESTAMP_TYPES = ("timestamp", "timestamp_ntz", "date", "string")
+TIMESTAMP_TYPES = ("timestamp", "timestamp_ntz", "date", "string")
 
 ProblemType = Literal["PROBLEM_TYPE_REGRESSION", "PROBLEM_TYPE_CLASSIFICATION"]
 
@@ -151,7 +145,15 @@ class QualityMonitors(Protocol):
         ...
 
 
-def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+def quality_monitors(platform: Platform) -> QualityMonitors:
+    """Lakehouse Monitoring on Databricks, else the monitors the platform's package registers under
+    `QUALITY_MONITORS_ENTRY_POINTS`, called with the platform."""
+    if isinstance(platform, DatabricksPlatform):
+        return DatabricksQualityMonitors()
+    return registered_for(platform, QUALITY_MONITORS_ENTRY_POINTS)(platform)
+
+
+def monitor_settings_differ(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether the settable fields of a monitor differ (`assets_dir` cannot be updated)."""
     keys = ("output_schema_name", "inference_log", "slicing_exprs", "schedule")
 
@@ -185,7 +187,7 @@ class DatabricksQualityMonitors:
                     "creates it from the endpoint's inference table."
                 ) from None
             return "created"
-        if not _differs(current.as_dict(), spec.request_body()):
+        if not monitor_settings_differ(current.as_dict(), spec.request_body()):
             return "unchanged"
         monitors.update(spec.table_name, **spec.request())
         return "updated"
@@ -196,64 +198,3 @@ class DatabricksQualityMonitors:
         except NotFound:
             return False
         return True
-
-
-class LocalQualityMonitors:
-    """Checks a monitor as Databricks would and records it under `<state>/quality_monitors/`."""
-
-    def __init__(self, platform: LocalPlatform) -> None:
-        self._platform = platform
-
-    def apply(self, spec: QualityMonitorSpec) -> str:
-        self._check(spec)
-        path = self._path(spec.table_name)
-        body = spec.request_body()
-        MonitorInfo.from_dict(body | {"table_name": spec.table_name})  # the SDK reads it back
-        current = json.loads(path.read_text()) if path.is_file() else None
-        if current is not None and not _differs(current, body):
-            return "unchanged"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(body if current is None else current | body, indent=2))
-        return "created" if current is None else "updated"
-
-    def delete(self, table_name: str) -> bool:
-        path = self._path(table_name)
-        if not path.is_file():
-            return False
-        path.unlink()
-        return True
-
-    def recorded(self, table_name: str) -> dict[str, Any] | None:
-        """The recorded create request of the table's monitor, or None."""
-        path = self._path(table_name)
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def _path(self, table_name: str) -> Path:
-        return self._platform.state_dir / MONITORS_DIR / f"{'.'.join(split_name(table_name))}.json"
-
-    def _check(self, spec: QualityMonitorSpec) -> None:
-        """What Databricks refuses: a missing table or output schema, missing or mistyped columns."""
-        platform = self._platform
-        if not platform.table_exists(spec.table_name):
-            raise MissingTableError(
-                f"cannot monitor {spec.table_name}: the table does not exist. The monitoring job's "
-                "unpack task creates it from the endpoint's inference table."
-            )
-        catalog, schema = spec.output_schema_name.split(".")
-        if not platform.spark.catalog.databaseExists(local_database(catalog, schema)):
-            raise QualityMonitorError(f"the output schema {spec.output_schema_name} does not exist")
-        types = {
-            field.name: field.dataType.simpleString()
-            for field in platform.spark.table(platform.table_name(spec.table_name)).schema.fields
-        }
-        if missing := [column for column in spec.columns() if column not in types]:
-            raise QualityMonitorError(
-                f"table {spec.table_name} has no column {missing} named by the monitor "
-                f"(columns: {sorted(types)})"
-            )
-        timestamp = spec.inference_log.timestamp_col
-        if types[timestamp] not in _TIMESTAMP_TYPES:
-            raise QualityMonitorError(
-                f"the monitor's timestamp column {timestamp} of {spec.table_name} is {types[timestamp]}: "
-                "it must be a TIMESTAMP or convertible with to_timestamp"
-            )

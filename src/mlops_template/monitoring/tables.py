@@ -19,7 +19,6 @@ from mlops_template.platform.names import split_name
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from mlops_template.bundle.loader import ResolvedBundle
     from mlops_template.platform import Platform
 
 _GRANULARITY = re.compile(r"^([1-9][0-9]*) (minute|hour|day)s?$")
@@ -54,15 +53,6 @@ class MonitoringTables:
     @property
     def drift_metrics(self) -> str:
         return self._table("drift_metrics")
-
-    @classmethod
-    def for_bundle(cls, bundle: ResolvedBundle) -> MonitoringTables:
-        """The tables of a resolved bundle target (the pipeline schema's deployed name)."""
-        return cls(
-            catalog=str(bundle.variables["catalog"]),
-            schema=str(bundle.resources["schemas"]["pipeline_schema"]["name"]),
-            prefix=str(bundle.variables["inference_table_prefix"]),
-        )
 
 
 def granularity_length(granularity: str) -> dt.timedelta:

@@ -13,6 +13,7 @@ from mlflow.entities import Metric
 from mlops_template.monitoring.config import MonitoringThresholds
 from mlops_template.monitoring.metrics import COLUMN, METRIC, VALUE, WINDOW_LEVEL, WINDOW_START
 from mlops_template.monitoring.plots import monitoring_figure
+from mlops_template.problem_spec import ProblemSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def log_monitoring_run(
     experiment_id: str,
     metrics: pd.DataFrame,
     thresholds: MonitoringThresholds,
+    spec: ProblemSpec,
     params: dict[str, object],
     tags: dict[str, str],
 ) -> str:
@@ -55,6 +57,6 @@ def log_monitoring_run(
         mlflow.log_params(params)
         mlflow.log_dict(thresholds.model_dump(), "monitoring/thresholds.json")
         MlflowClient().log_batch(run.info.run_id, metrics=window_series(metrics))
-        mlflow.log_figure(monitoring_figure(metrics, thresholds), FIGURE_PATH)
+        mlflow.log_figure(monitoring_figure(metrics, thresholds, spec), FIGURE_PATH)
     log.info("logged monitoring run %s", run.info.run_id)
     return run.info.run_id

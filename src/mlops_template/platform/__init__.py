@@ -1,7 +1,9 @@
 """The only package that knows where the code runs: Databricks or the local laptop platform.
 
 Job tasks call `get_platform()` and use its Spark session, table names, MLflow stores and task
-values; they never branch on the platform themselves.
+values; they never branch on the platform themselves. The laptop platform is a separate package
+(`mlops_laptop`, installed for development and tests, never in the wheel Databricks installs); it
+registers itself under the entry point group `mlops_template.platform`, name `local`.
 """
 
 from __future__ import annotations
@@ -10,21 +12,22 @@ import getpass
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import Any
 
 from mlops_template.platform.base import MissingTableError, Platform
 from mlops_template.platform.databricks import DatabricksPlatform, on_databricks
-from mlops_template.platform.local import LocalPlatform, LocalStateError
 
 __all__ = [
     "DatabricksPlatform",
-    "LocalPlatform",
-    "LocalStateError",
+    "LaptopPlatformMissingError",
     "MissingTableError",
     "Platform",
     "activate",
     "activated",
     "current_user_name",
     "get_platform",
+    "registered_for",
 ]
 
 _active: Platform | None = None
@@ -46,8 +49,48 @@ def get_platform(target: str | None = None) -> Platform:
         if on_databricks():
             _active = DatabricksPlatform()
         else:
-            _active = LocalPlatform(target or os.environ.get("MLOPS_TARGET", "dev"))
+            _active = local_platform_type()(target or os.environ.get("MLOPS_TARGET", "dev"))
     return _active
+
+
+class LaptopPlatformMissingError(RuntimeError):
+    """Not on Databricks, and the laptop platform package is not installed."""
+
+
+PLATFORM_ENTRY_POINTS = "mlops_template.platform"
+
+
+def local_platform_type() -> type[Platform]:
+    """The laptop platform's class, registered by the `mlops_laptop` package."""
+    return _registered(
+        PLATFORM_ENTRY_POINTS,
+        "local",
+        "not running on Databricks and the laptop platform is not installed: run `make install` "
+        "in a checkout of the project (it installs the `mlops-laptop` package for development)",
+    )
+
+
+def registered_for(platform: Platform, group: str) -> Any:
+    """What the package of a platform other than Databricks registers for it: the entry point of
+    `group` named as the platform (e.g. the laptop platform's endpoint deployer).
+
+    Services that differ per platform (the endpoint deployer, quality monitors) pick their
+    implementation this way, so the platform package never imports them (no import cycle) and the
+    wheel never imports the laptop package.
+    """
+    return _registered(
+        group,
+        platform.name,
+        f"the {platform.name} platform's package registers no entry point `{platform.name}` in group "
+        f"`{group}`: reinstall it (`make install`)",
+    )
+
+
+def _registered(group: str, name: str, missing: str) -> Any:
+    found = entry_points(group=group, name=name)
+    if not found:
+        raise LaptopPlatformMissingError(missing)
+    return next(iter(found)).load()
 
 
 def current_user_name() -> str:

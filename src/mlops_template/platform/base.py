@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from mlops_template.platform.feature_store import FeatureStore
@@ -15,8 +14,7 @@ from mlops_template.platform.task_values import TaskValues
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from mlops_template.monitoring.quality_monitor import QualityMonitors
-    from mlops_template.serving.deploy import EndpointDeployer
+    from mlops_template.bundle.deployment import DeployedJobs
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +60,12 @@ class Platform(ABC):
         """Upsert `df` into table `name` by `keys` (created when missing); other rows are kept."""
 
     @abstractmethod
-    def endpoint_deployer(self, *, ready_timeout: timedelta | None = None) -> EndpointDeployer:
-        """The serving control plane: Model Serving on Databricks, the recorded local spec locally.
+    def deployed_jobs(self, target: str | None = None) -> DeployedJobs:
+        """The bundle target's jobs as deployed, whose task parameters name what a notebook reads.
 
-        `ready_timeout` bounds the wait for a config update (None: the deployer's default).
+        On Databricks: the deployment whose synced files the notebook runs from (another `target`
+        is refused). Locally: databricks.yml resolved for `target`.
         """
-
-    @abstractmethod
-    def quality_monitors(self) -> QualityMonitors:
-        """Table quality monitors: Lakehouse Monitoring on Databricks, a checked record locally."""
 
     def _provide_missing_table(self, name: str) -> bool:
         """Hook: create a well-known table that is missing; True if it now exists."""

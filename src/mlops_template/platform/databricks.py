@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
-
+from mlops_template.bundle.deployment import DeployedJobs, DeploymentError, find_deployment
 from mlops_template.platform.base import Platform
 from mlops_template.platform.feature_store import DatabricksFeatureStore, FeatureStore
 from mlops_template.platform.names import split_name
@@ -17,9 +16,6 @@ from mlops_template.platform.task_values import DatabricksTaskValues
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-    from mlops_template.monitoring.quality_monitor import QualityMonitors
-    from mlops_template.serving.deploy import EndpointDeployer
 
 
 def on_databricks() -> bool:
@@ -70,21 +66,34 @@ class DatabricksPlatform(Platform):
             "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
         )
 
-    def endpoint_deployer(self, *, ready_timeout: timedelta | None = None) -> EndpointDeployer:
-        from mlops_template.serving.deploy import DatabricksEndpointDeployer
+    def deployed_jobs(self, target: str | None = None) -> DeployedJobs:
+        """The jobs of the deployment whose synced files hold the working directory (metadata.json,
+        then `jobs.get`): their settings carry every resolved value, `--var` ones included."""
+        from databricks.sdk import WorkspaceClient
 
-        return DatabricksEndpointDeployer(timeout=ready_timeout)
-
-    def quality_monitors(self) -> QualityMonitors:
-        from mlops_template.monitoring.quality_monitor import DatabricksQualityMonitors
-
-        return DatabricksQualityMonitors()
+        deployment = find_deployment(Path.cwd())
+        if deployment is None:
+            raise DeploymentError(
+                f"{Path.cwd()} is not in the files of a bundle deployment: deploy the bundle "
+                "(`databricks bundle deploy -t TARGET`) and run the notebook from its files, "
+                "`${workspace.file_path}` (default `${workspace.root_path}/files`)"
+            )
+        if target not in (None, deployment.target):
+            raise DeploymentError(
+                f"these files were deployed for target {deployment.target}, not {target}: run the "
+                f"notebook from the files of the {target} deployment"
+            )
+        return deployment.deployed_jobs(WorkspaceClient())
 
     def configure_mlflow(self) -> None:
+        import mlflow
+
         mlflow.set_tracking_uri("databricks")
         mlflow.set_registry_uri("databricks-uc")
 
     def experiment_id(self, experiment_name: str) -> str:
+        import mlflow
+
         self.configure_mlflow()
         return mlflow.set_experiment(experiment_name).experiment_id
 

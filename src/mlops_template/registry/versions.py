@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import AfterValidator
 
 from mlops_template.platform.names import TableNameError, split_name
+from mlops_template.problem_spec import ProblemSpec, load_problem
 from mlops_template.training.tracking import METRIC_PREFIX, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -167,33 +168,42 @@ class VersionStatus:
     aliases: list[str]
     created: dt.datetime
     run_id: str | None
-    metrics: dict[str, float] = field(default_factory=dict)
+    primary_metric: str
+    metrics: dict[str, float] = field(default_factory=dict)  # the task type's, in its order
     gate_outcome: str | None = None
     gate_reason: str | None = None
 
+    @property
+    def primary_value(self) -> float | None:
+        """The held-out value of the problem's primary metric (None if not recorded)."""
+        return self.metrics.get(self.primary_metric)
 
-def model_status(model_name: str, limit: int = 20) -> list[VersionStatus]:
-    """The newest `limit` versions with their aliases, held-out metrics and gate outcome."""
+
+def model_status(model_name: str, limit: int = 20, spec: ProblemSpec | None = None) -> list[VersionStatus]:
+    """The newest `limit` versions with their aliases, held-out metrics and gate outcome.
+
+    The metrics are those of the problem's task type (`spec`, else the loaded problem).
+    """
+    spec = spec or load_problem()
     by_version: dict[int, list[str]] = {}
     for alias, version in sorted(get_aliases(model_name).items()):
         by_version.setdefault(version, []).append(alias)
     found = MlflowClient().search_model_versions(f"name='{model_name}'")
     numbers = sorted((int(v.version) for v in found), reverse=True)[:limit]
-    return [_status(get_version(model_name, number), by_version.get(number, [])) for number in numbers]
+    return [_status(get_version(model_name, number), by_version.get(number, []), spec) for number in numbers]
 
 
-def _status(version: ModelVersion, aliases: list[str]) -> VersionStatus:
+def _status(version: ModelVersion, aliases: list[str], spec: ProblemSpec) -> VersionStatus:
     tags = version.tags
     metrics = {
-        key.removeprefix(METRIC_PREFIX): float(value)
-        for key, value in tags.items()
-        if key.startswith(METRIC_PREFIX)
+        name: float(tags[METRIC_PREFIX + name]) for name in spec.metric_names if METRIC_PREFIX + name in tags
     }
     return VersionStatus(
         version=int(version.version),
         aliases=aliases,
         created=dt.datetime.fromtimestamp(version.creation_timestamp / 1000, dt.UTC),
         run_id=version.run_id,
+        primary_metric=spec.primary_metric,
         metrics=metrics,
         gate_outcome=tags.get(GATE_OUTCOME_TAG),
         gate_reason=tags.get("gate_reason"),

@@ -1,4 +1,9 @@
-"""Score trips with a registered model version through `mlflow.pyfunc.spark_udf`."""
+"""Score prepared rows with a registered model version through `mlflow.pyfunc.spark_udf`.
+
+Each row gets `prediction`: the predicted value, or for a binary classifier the probability of
+label 1 (the logged model returns one probability per class), with `predicted_label` at the
+spec's classification threshold.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,21 @@ from dataclasses import dataclass
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mlops_template.features.columns import MODEL_INPUT_COLUMNS
+from mlops_template.problem_spec import ProblemSpec
+from mlops_template.training.model import input_columns
 
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
-PREDICTION_KEYS = ["trip_id"]
-TRIP_KEY_COLUMNS = ["trip_id", "tpep_pickup_datetime", "pickup_zip", "dropoff_zip"]
+PREDICTED_LABEL = "predicted_label"
+
+
+def key_columns(spec: ProblemSpec) -> list[str]:
+    """The columns that identify a scored row in the predictions table: row id, time, entity keys."""
+    return [spec.row_id, spec.event_timestamp, *spec.entity_keys]
 
 
 class NoModelVersionError(LookupError):
@@ -51,28 +61,38 @@ def resolve_alias(model_name: str, alias: str) -> ScoringModel:
     return ScoringModel(model_name, alias, int(version.version))
 
 
-def check_scoring_input(rows: DataFrame) -> None:
+def check_scoring_input(rows: DataFrame, spec: ProblemSpec) -> None:
     """Fail naming the columns the model and the predictions table need but `rows` lacks."""
-    missing = [c for c in [*TRIP_KEY_COLUMNS, *MODEL_INPUT_COLUMNS] if c not in rows.columns]
+    missing = [c for c in [*key_columns(spec), *spec.input_names] if c not in rows.columns]
     if missing:
         raise ValueError(
-            f"the rows to score lack the columns {missing}: score trips from the prepare_data table "
-            "joined with the feature tables (features.lookups.build_feature_set)"
+            f"the rows to score lack the columns {missing}: score rows of the prepare_data table "
+            "joined with the feature tables (training.dataset.build_feature_set)"
         )
 
 
-def model_inputs(rows: DataFrame) -> Column:
-    """The model's input columns, in signature order, as doubles (nulls stay null -> NaN)."""
-    return F.struct(*[F.col(name).cast("double").alias(name) for name in MODEL_INPUT_COLUMNS])
+def _predict(rows: DataFrame, model: ScoringModel, spec: ProblemSpec) -> DataFrame:
+    """The row keys with `prediction` (and for a classifier `predicted_label`) of the model.
+
+    A classifier's per-class probabilities are computed once, in their own projection, then
+    reduced to the probability of label 1 (the classes are [0, 1]).
+    """
+    result_type = "array<double>" if spec.is_classifier else "double"
+    udf = mlflow.pyfunc.spark_udf(rows.sparkSession, model.uri, result_type=result_type, env_manager="local")
+    scored = rows.select(*key_columns(spec), udf(F.struct(*input_columns(spec))).alias(PREDICTION))
+    if not spec.is_classifier:
+        return scored
+    probability = F.element_at(F.col(PREDICTION), 2)
+    return scored.withColumn(PREDICTION, probability).withColumn(
+        PREDICTED_LABEL, (F.col(PREDICTION) >= F.lit(spec.classification_threshold)).cast("int")
+    )
 
 
-def score(rows: DataFrame, model: ScoringModel, scored_at: dt.datetime) -> DataFrame:
-    """One prediction per row with the trip keys and the model that made it."""
-    check_scoring_input(rows)
-    predict = mlflow.pyfunc.spark_udf(rows.sparkSession, model.uri, result_type="double", env_manager="local")
-    return rows.select(
-        *TRIP_KEY_COLUMNS,
-        predict(model_inputs(rows)).alias(PREDICTION),
+def score(rows: DataFrame, model: ScoringModel, scored_at: dt.datetime, spec: ProblemSpec) -> DataFrame:
+    """One prediction per row with the row's keys and the model that made it."""
+    check_scoring_input(rows, spec)
+    return _predict(rows, model, spec).select(
+        "*",
         F.lit(model.name).alias("model_name"),
         F.lit(model.version).alias("model_version"),
         F.lit(model.alias).alias("model_alias"),

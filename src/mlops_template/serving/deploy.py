@@ -1,7 +1,7 @@
 """Deploy an `EndpointConfig`: the deployer protocol and Model Serving through the databricks-sdk.
 
-The platform picks the implementation (`platform.endpoint_deployer()`); the local one lives in
-`local_deploy.py` so this module never imports the local server (starlette / uvicorn).
+`endpoint_deployer(platform)` picks the implementation: Model Serving on Databricks, else the one
+the platform's package registers (the laptop platform's serves the recorded spec on loopback).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from databricks.sdk.service.serving import (
     ServingEndpointPermissionLevel,
 )
 
+from mlops_template.platform import DatabricksPlatform, Platform, registered_for
 from mlops_template.serving.spec import (
     DatabricksEndpointRequest,
     EndpointConfig,
@@ -31,6 +32,7 @@ from mlops_template.serving.spec import (
 
 log = logging.getLogger(__name__)
 
+DEPLOYER_ENTRY_POINTS = "mlops_template.endpoint_deployer"
 MANAGED_TAGS = frozenset({"model_name", "model_version", "challenger_version", "ab_model_version", "git_sha"})
 # The first build of a CPU endpoint can take close to 30 minutes; the CLI itself waits 35.
 DEFAULT_READY_TIMEOUT = timedelta(minutes=45)
@@ -56,6 +58,18 @@ class EndpointDeployer(Protocol):
     def query(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Send `records` (`dataframe_records`) to the endpoint; its JSON answer."""
         ...
+
+
+def endpoint_deployer(platform: Platform, *, ready_timeout: timedelta | None = None) -> EndpointDeployer:
+    """The serving control plane of `platform`: Model Serving on Databricks, else the deployer its
+    package registers under `DEPLOYER_ENTRY_POINTS`, called with the platform.
+
+    `ready_timeout` bounds the wait for a config update on Databricks (None: the default); the
+    laptop's deployer checks the endpoint on loopback and needs no wait.
+    """
+    if isinstance(platform, DatabricksPlatform):
+        return DatabricksEndpointDeployer(timeout=ready_timeout)
+    return registered_for(platform, DEPLOYER_ENTRY_POINTS)(platform)
 
 
 class DatabricksEndpointDeployer:

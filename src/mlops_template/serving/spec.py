@@ -7,7 +7,6 @@ where `mlops serve` reads it.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_template.atomic_files import write_atomically
 from mlops_template.platform.names import split_name
 
 CHAMPION = "champion"
@@ -290,10 +290,7 @@ def save_endpoint_spec(state_dir: Path, config: EndpointConfig) -> Path:
     """Record `config` in the local state; the file is replaced whole (readers never see half)."""
     path = endpoint_spec_path(state_dir, config.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(config.model_dump_json(indent=2))
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda temporary: temporary.write_text(config.model_dump_json(indent=2)))
 
 
 def load_endpoint_spec(state_dir: Path, endpoint_name: str) -> EndpointConfig | None:

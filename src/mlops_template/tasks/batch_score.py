@@ -1,4 +1,4 @@
-"""Task `batch_score`: score trips with the champion through spark_udf into a predictions table.
+"""Task `batch_score`: score the prepared rows with the champion through spark_udf into a predictions table.
 
 Before any version has passed the validation gate there is no champion: the task says so and
 succeeds without scoring (the first run of a pipeline whose challenger was rejected).
@@ -11,49 +11,43 @@ import logging
 
 from pyspark.sql import functions as F
 
-from mlops_template.features.lookups import build_feature_set
 from mlops_template.platform import Platform
-from mlops_template.scoring.batch import PREDICTION_KEYS, NoModelVersionError, resolve_alias, score
-from mlops_template.tasks.common import OptionalTimestamp, TaskConfig, task_entry_point
+from mlops_template.problem_spec import load_problem
+from mlops_template.scoring.batch import NoModelVersionError, resolve_alias, score
+from mlops_template.tasks.common import OptionalTimestamp, PipelineTaskConfig, task_entry_point
+from mlops_template.tasks.features import PREPARED_PRODUCER
+from mlops_template.training.dataset import build_feature_set
 
 log = logging.getLogger(__name__)
 
 
-class BatchScoreConfig(TaskConfig):
+class BatchScoreConfig(PipelineTaskConfig):
     model_name: str
     alias: str = "champion"
-    trips_table: str
-    pickup_features_table: str
-    dropoff_features_table: str
-    predictions_table: str
+    # Rows whose event timestamp is in [start, end) are scored; empty = unbounded.
     start: OptionalTimestamp = None
     end: OptionalTimestamp = None
 
 
 def run(platform: Platform, config: BatchScoreConfig) -> None:
+    spec = load_problem()
     platform.configure_mlflow()
     try:
         model = resolve_alias(config.model_name, config.alias)
     except NoModelVersionError as error:
         log.warning("nothing scored: %s (no version has passed the validation gate yet)", error)
         return
-    trips = platform.read_table(config.trips_table, produced_by="task prepare_data of job pipeline")
+    rows = platform.read_table(spec.prepared_table_name(config.schema_), produced_by=PREPARED_PRODUCER)
     if config.start is not None:
-        trips = trips.where(F.col("tpep_pickup_datetime") >= F.lit(config.start))
+        rows = rows.where(F.col(spec.event_timestamp) >= F.lit(config.start))
     if config.end is not None:
-        trips = trips.where(F.col("tpep_pickup_datetime") < F.lit(config.end))
-    rows = build_feature_set(platform, trips, config.pickup_features_table, config.dropoff_features_table)
-    predictions = score(rows, model, dt.datetime.now(dt.UTC).replace(tzinfo=None))
-    platform.merge_table(predictions, config.predictions_table, keys=PREDICTION_KEYS)
-    scored = platform.read_table(config.predictions_table).where(F.col("model_version") == model.version)
-    count = scored.count()
-    log.info(
-        "%s now holds %d predictions of %s version %d",
-        config.predictions_table,
-        count,
-        model.name,
-        model.version,
-    )
+        rows = rows.where(F.col(spec.event_timestamp) < F.lit(config.end))
+    features = build_feature_set(platform, spec, rows, config.schema_)
+    predictions = score(features, model, dt.datetime.now(dt.UTC).replace(tzinfo=None), spec)
+    table = spec.predictions_table_name(config.schema_)
+    platform.merge_table(predictions, table, keys=[spec.row_id])
+    count = platform.read_table(table).where(F.col("model_version") == model.version).count()
+    log.info("%s now holds %d predictions of %s version %d", table, count, model.name, model.version)
 
 
 main = task_entry_point(BatchScoreConfig, run)

@@ -4,15 +4,15 @@ typed config, logging, the platform."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from mlops_template.platform import Platform, get_platform
+from mlops_template.platform.names import TableNameError, split_name
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,26 @@ def _empty_is_none(value: Any) -> Any:
 OptionalTimestamp = Annotated[dt.datetime | None, BeforeValidator(_empty_is_none)]
 
 
-def parse_json_object(text: str, what: str, error_type: type[Exception] = ValueError) -> dict[str, Any]:
-    """A JSON object given as a job parameter ("" means {}), or `error_type` naming `what` is wrong."""
+def check_schema_name(name: str) -> str:
+    """`name` if it is a two-level `catalog.schema` name, else a clear error."""
     try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError as error:
-        raise error_type(f"{what} are not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise error_type(f"{what} must be a JSON object, got {text!r}")
-    return value
+        split_name(f"{name}.table")
+    except TableNameError:
+        raise ValueError(
+            f"'{name}' is not a two-level Unity Catalog schema name: expected catalog.schema with "
+            "letters, digits and underscores in each part"
+        ) from None
+    return name
+
+
+SchemaName = Annotated[str, AfterValidator(check_schema_name)]
+
+
+class PipelineTaskConfig(TaskConfig):
+    """A pipeline task: `--schema=catalog.schema` and the problem spec name the tables it uses."""
+
+    # `schema_` in Python: pydantic's BaseModel has a `schema` attribute.
+    schema_: SchemaName = Field(alias="schema")
 
 
 class TaskArgumentError(ValueError):
@@ -101,9 +112,10 @@ class NotebookWidgets(Protocol):
 
 def config_from_widgets(config_type: type[ConfigT], widgets: NotebookWidgets) -> ConfigT:
     """A notebook task's config: one text widget per field ("" or absent: the field's default)."""
-    for name in config_type.model_fields:
+    names = [field.alias or name for name, field in config_type.model_fields.items()]
+    for name in names:
         widgets.text(name, "")
-    values = {name: value for name in config_type.model_fields if (value := widgets.get(name)) != ""}
+    values = {name: value for name in names if (value := widgets.get(name)) != ""}
     return _validated(config_type, values, "notebook parameters", str)
 
 

@@ -1,4 +1,4 @@
-"""Task `features`: compute the pickup and dropoff features from the trips, merge them into their tables."""
+"""Task `features`: compute the problem's feature tables from the prepared rows, merge them in."""
 
 from __future__ import annotations
 
@@ -6,22 +6,17 @@ import logging
 
 from pydantic import model_validator
 
-from mlops_template.features.columns import FEATURE_KEY, FEATURE_TIMESTAMP
-from mlops_template.features.transforms import dropoff_features, pickup_features
 from mlops_template.platform import Platform
-from mlops_template.tasks.common import OptionalTimestamp, TaskConfig, task_entry_point
+from mlops_template.problem_spec import load_problem
+from mlops_template.tasks.common import OptionalTimestamp, PipelineTaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
 
-PICKUP_DESCRIPTION = "Taxi pickups per zip over 1-hour windows every 15 minutes (ts = window end)."
-DROPOFF_DESCRIPTION = "Taxi dropoffs per zip over 30-minute windows (ts = window end)."
+PREPARED_PRODUCER = "task prepare_data of job pipeline"
 
 
-class FeaturesConfig(TaskConfig):
-    trips_table: str
-    pickup_features_table: str
-    dropoff_features_table: str
-    # Feature rows with start <= ts < end are (re)computed; empty = unbounded.
+class FeaturesConfig(PipelineTaskConfig):
+    # Feature rows with start <= timestamp < end are (re)computed; empty = unbounded.
     start: OptionalTimestamp = None
     end: OptionalTimestamp = None
 
@@ -33,21 +28,18 @@ class FeaturesConfig(TaskConfig):
 
 
 def run(platform: Platform, config: FeaturesConfig) -> None:
-    trips = platform.read_table(config.trips_table, produced_by="task prepare_data of job pipeline")
-    tables = [
-        (config.pickup_features_table, pickup_features, PICKUP_DESCRIPTION),
-        (config.dropoff_features_table, dropoff_features, DROPOFF_DESCRIPTION),
-    ]
-    for table, transform, description in tables:
+    spec = load_problem()
+    rows = platform.read_table(spec.prepared_table_name(config.schema_), produced_by=PREPARED_PRODUCER)
+    for table in spec.feature_tables:
+        name = spec.table(config.schema_, table.name)
         platform.feature_store.write_table(
-            table,
-            transform(trips, config.start, config.end),
-            primary_keys=[FEATURE_KEY, FEATURE_TIMESTAMP],
-            timestamp_key=FEATURE_TIMESTAMP,
-            description=description,
+            name,
+            table.compute(rows, config.start, config.end),
+            primary_keys=list(table.primary_keys),
+            timestamp_key=table.timestamp_key,
+            description=table.description,
         )
-        rows = platform.read_table(table).count()
-        log.info("feature table %s has %d rows", table, rows)
+        log.info("feature table %s has %d rows", name, platform.read_table(name).count())
 
 
 main = task_entry_point(FeaturesConfig, run)

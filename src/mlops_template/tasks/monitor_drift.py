@@ -1,4 +1,8 @@
-"""Task `drift` of job monitoring: per window drift, quality and service metrics, and an MLflow run."""
+"""Task `drift` of job monitoring: per window drift, quality and service metrics, and an MLflow run.
+
+The baseline is a sample of the prepared table of `--schema` with its features, and the champion's
+predictions on it (the model `--model-name`, alias `champion`).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,17 @@ from mlops_template.monitoring.metrics import METRIC_KEYS, WindowSettings, to_sp
 from mlops_template.monitoring.tables import Granularity
 from mlops_template.monitoring.tracking import log_monitoring_run
 from mlops_template.platform import Platform
-from mlops_template.tasks.common import TaskConfig, task_entry_point
+from mlops_template.problem_spec import load_problem
+from mlops_template.registry.versions import ModelName
+from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
 
 
-class MonitorDriftConfig(TaskConfig):
+class MonitorDriftConfig(PipelineTaskConfig):
     monitoring_table: str
     metrics_table: str
-    trips_table: str
-    pickup_features_table: str
-    dropoff_features_table: str
+    model_name: ModelName
     experiment_name: str
     bundle_target: str
     job_run_id: str
@@ -45,27 +49,25 @@ def run(platform: Platform, config: MonitorDriftConfig) -> None:
             "no monitoring table %s (no request unpacked yet): nothing to measure", config.monitoring_table
         )
         return
-    baseline = baseline_sample(
-        platform,
-        config.trips_table,
-        config.pickup_features_table,
-        config.dropoff_features_table,
-        config.baseline_rows,
-    )
+    spec = load_problem()
+    platform.configure_mlflow()
+    baseline = baseline_sample(platform, spec, config.schema_, config.baseline_rows, config.model_name)
     computed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     metrics = window_metrics(
-        platform.read_table(config.monitoring_table), baseline, config.settings, computed_at
+        platform.read_table(config.monitoring_table), baseline, spec, config.settings, computed_at
     )
     if metrics.empty:
         log.warning("%s has no rows: nothing to measure", config.monitoring_table)
         return
     platform.merge_table(to_spark(platform.spark, metrics), config.metrics_table, keys=METRIC_KEYS)
-    platform.configure_mlflow()
     run_id = log_monitoring_run(
         platform.experiment_id(config.experiment_name),
         metrics,
         config.thresholds,
+        spec,
         params={
+            "problem": spec.name,
+            "model_name": config.model_name,
             "monitoring_table": config.monitoring_table,
             "metrics_table": config.metrics_table,
             "granularity": config.granularity,

@@ -11,6 +11,7 @@ from mlops_template.monitoring.ground_truth import read_labels
 from mlops_template.monitoring.tables import read_fresh
 from mlops_template.monitoring.unpack import unpack_into
 from mlops_template.platform import Platform
+from mlops_template.problem_spec import load_problem
 from mlops_template.tasks.common import TaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,16 @@ def run(platform: Platform, config: MonitorUnpackConfig) -> None:
             "nothing to unpack; deploy with --var inference_table_enabled=true to monitor"
         )
         return
+    spec = load_problem()
     payload = read_fresh(platform, config.payload_table, produced_by=PAYLOAD_PRODUCER)
-    labels = read_labels(platform, config.ground_truth_table)
+    labels = read_labels(platform, config.ground_truth_table, spec)
     result = unpack_into(
         platform,
         payload,
         config.monitoring_table,
         labels,
         late_arrival=dt.timedelta(minutes=config.late_arrival_minutes),
+        spec=spec,
     )
     log.info(
         "unpacked %d requests (%d rows), completed %d older rows",

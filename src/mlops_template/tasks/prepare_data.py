@@ -1,75 +1,54 @@
-"""Task `prepare_data`: read the trips source, check its schema, write a cleaned trips table."""
+"""Task `prepare_data`: read the source table, check its columns, write the prepared table.
+
+The problem spec says which columns the source must have and how its rows are cleaned (its
+`prepare` also adds the row id); the prepared table is `<schema>.<spec.prepared_table>`.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from pydantic import Field
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from mlops_template.data.schema import TRIPS_SCHEMA
 from mlops_template.platform import Platform
-from mlops_template.tasks.common import TaskConfig, task_entry_point
+from mlops_template.problem_spec import ProblemSpec, load_problem
+from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
 
-MAX_TRIP_HOURS = 6
-MAX_FARE = 500.0
-
 
 class SourceSchemaError(ValueError):
-    """The source table lacks a trips column or has it with another type."""
+    """The source table lacks a column the problem needs or has it with another type."""
 
 
-class PrepareDataConfig(TaskConfig):
+class PrepareDataConfig(PipelineTaskConfig):
     source_table: str
-    output_table: str
-    min_trip_distance: float = Field(default=0.1, ge=0)
 
 
-def check_trips_schema(df: DataFrame, table: str) -> None:
-    """Fail naming every missing or mistyped column of the trips schema."""
-    actual = {field.name: field.dataType for field in df.schema}
+def check_source_columns(df: DataFrame, table: str, spec: ProblemSpec) -> None:
+    """Fail naming every missing or mistyped column of the spec's source columns."""
+    actual = {field.name: field.dataType.simpleString() for field in df.schema}
     problems = [
-        f"{field.name} missing"
-        if field.name not in actual
-        else f"{field.name} is {actual[field.name].simpleString()}, expected {field.dataType.simpleString()}"
-        for field in TRIPS_SCHEMA
-        if actual.get(field.name) != field.dataType
+        f"{name} missing" if name not in actual else f"{name} is {actual[name]}, expected {expected}"
+        for name, expected in spec.source_columns.items()
+        if actual.get(name) != expected
     ]
     if problems:
         raise SourceSchemaError(
-            f"source table {table} does not have the trips schema: {'; '.join(problems)}. "
-            "Point the `source_table` bundle variable at a table with the columns of "
-            "samples.nyctaxi.trips."
+            f"source table {table} lacks columns of problem {spec.name}: {'; '.join(problems)}. "
+            "Point the `source_table` bundle variable at a table with these columns, or change "
+            "the problem spec's source_columns."
         )
 
 
-def clean_trips(trips: DataFrame, min_trip_distance: float) -> DataFrame:
-    """Drop incomplete and implausible trips and add a stable `trip_id`."""
-    duration_hours = (
-        F.unix_timestamp("tpep_dropoff_datetime") - F.unix_timestamp("tpep_pickup_datetime")
-    ) / 3600
-    columns = [field.name for field in TRIPS_SCHEMA]
-    return (
-        trips.select(*columns)
-        .dropna()
-        .where(F.col("trip_distance") >= min_trip_distance)
-        .where((F.col("fare_amount") > 0) & (F.col("fare_amount") <= MAX_FARE))
-        .where((duration_hours > 0) & (duration_hours <= MAX_TRIP_HOURS))
-        .dropDuplicates(columns)
-        .withColumn("trip_id", F.xxhash64(*columns))
-    )
-
-
 def run(platform: Platform, config: PrepareDataConfig) -> None:
-    trips = platform.read_table(config.source_table)
-    check_trips_schema(trips, config.source_table)
-    cleaned = clean_trips(trips, config.min_trip_distance)
-    platform.save_table(cleaned, config.output_table)
-    kept = platform.read_table(config.output_table).count()
-    log.info("kept %d trips in %s", kept, config.output_table)
+    spec = load_problem()
+    source = platform.read_table(config.source_table)
+    check_source_columns(source, config.source_table, spec)
+    output = spec.prepared_table_name(config.schema_)
+    platform.save_table(spec.prepare(source), output)
+    kept = platform.read_table(output).count()
+    log.info("kept %d rows in %s", kept, output)
 
 
 main = task_entry_point(PrepareDataConfig, run)

@@ -13,8 +13,10 @@ import logging
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mlops_template.monitoring.quality_monitor import quality_monitors
 from mlops_template.platform import Platform
 from mlops_template.registry.versions import is_not_found
+from mlops_template.serving.deploy import endpoint_deployer
 from mlops_template.serving.spec import ab_model_name
 from mlops_template.tasks.common import TaskConfig, task_entry_point
 
@@ -28,12 +30,12 @@ class TeardownConfig(TaskConfig):
 
 
 def run(platform: Platform, config: TeardownConfig) -> None:
-    if platform.endpoint_deployer().delete(config.endpoint_name):
+    if endpoint_deployer(platform).delete(config.endpoint_name):
         log.info("deleted serving endpoint %s", config.endpoint_name)
     else:
         log.info("no serving endpoint %s", config.endpoint_name)
     if config.monitoring_table:
-        if platform.quality_monitors().delete(config.monitoring_table):
+        if quality_monitors(platform).delete(config.monitoring_table):
             log.info("deleted the quality monitor of %s", config.monitoring_table)
         else:
             log.info("no quality monitor on %s", config.monitoring_table)

@@ -7,40 +7,36 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mlops_template.features.lookups import build_training_set
 from mlops_template.platform import Platform
+from mlops_template.problem_spec import load_problem
 from mlops_template.registry.versions import ModelName, register_challenger
-from mlops_template.tasks.common import TaskConfig, task_entry_point
-from mlops_template.training.config import TrainingConfig, TrainingParams
+from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
+from mlops_template.tasks.features import PREPARED_PRODUCER
+from mlops_template.training.config import TrainingParams, default_training_config
+from mlops_template.training.dataset import build_training_set
 from mlops_template.training.model import train_model
 from mlops_template.training.tracking import RunContext, log_training_run
 
-TRIPS_PRODUCER = "task prepare_data of job pipeline"
 
-
-class TrainConfig(TaskConfig):
-    trips_table: str
-    pickup_features_table: str
-    dropoff_features_table: str
+class TrainConfig(PipelineTaskConfig):
     experiment_name: str
     model_name: ModelName
     bundle_target: str
     job_run_id: str
     git_sha: str = ""
-    training_params: TrainingParams = Field(default_factory=TrainingConfig)
+    training_params: TrainingParams = Field(default_factory=default_training_config)
 
 
 def run(platform: Platform, config: TrainConfig) -> None:
+    spec = load_problem()
     platform.configure_mlflow()
-    trips = platform.read_table(config.trips_table, produced_by=TRIPS_PRODUCER)
-    training_set = build_training_set(
-        platform, trips, config.pickup_features_table, config.dropoff_features_table
-    )
-    trained = train_model(training_set, config.training_params)
+    prepared_table = spec.prepared_table_name(config.schema_)
+    rows = platform.read_table(prepared_table, produced_by=PREPARED_PRODUCER)
+    training_set = build_training_set(platform, spec, rows, config.schema_)
+    trained = train_model(training_set, config.training_params, spec)
     context = RunContext(
-        trips_table=config.trips_table,
-        pickup_features_table=config.pickup_features_table,
-        dropoff_features_table=config.dropoff_features_table,
+        prepared_table=prepared_table,
+        feature_tables=spec.feature_table_names(config.schema_),
         bundle_target=config.bundle_target,
         job_run_id=config.job_run_id,
         git_sha=config.git_sha,

@@ -9,31 +9,28 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mlops_template.features.lookups import build_training_set
 from mlops_template.platform import Platform
+from mlops_template.problem_spec import load_problem
 from mlops_template.registry.gate import validate_challenger
 from mlops_template.registry.versions import CHALLENGER, ModelName, RegistryError, get_aliases
-from mlops_template.tasks.common import TaskConfig, task_entry_point
-from mlops_template.tasks.train import TRIPS_PRODUCER
-from mlops_template.training.config import TrainingConfig, TrainingParams
+from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
+from mlops_template.tasks.features import PREPARED_PRODUCER
+from mlops_template.training.config import TrainingParams, default_training_config
+from mlops_template.training.dataset import build_training_set
 
 
-class ValidateModelConfig(TaskConfig):
+class ValidateModelConfig(PipelineTaskConfig):
     model_name: ModelName
-    trips_table: str
-    pickup_features_table: str
-    dropoff_features_table: str
-    training_params: TrainingParams = Field(default_factory=TrainingConfig)
+    training_params: TrainingParams = Field(default_factory=default_training_config)
 
 
 def run(platform: Platform, config: ValidateModelConfig) -> None:
+    spec = load_problem()
     platform.configure_mlflow()
     version = challenger_version(config.model_name)
-    trips = platform.read_table(config.trips_table, produced_by=TRIPS_PRODUCER)
-    training_set = build_training_set(
-        platform, trips, config.pickup_features_table, config.dropoff_features_table
-    )
-    validate_challenger(config.model_name, version, training_set, config.training_params)
+    rows = platform.read_table(spec.prepared_table_name(config.schema_), produced_by=PREPARED_PRODUCER)
+    training_set = build_training_set(platform, spec, rows, config.schema_)
+    validate_challenger(config.model_name, version, training_set, config.training_params, spec)
 
 
 def challenger_version(model_name: str) -> int:

@@ -1,12 +1,29 @@
-"""Training parameters: LightGBM hyper-parameters, the held-out split and the validation gate."""
+"""Training parameters: the held-out split, the validation gate and the problem's hyper-parameters.
+
+A job overrides any of them with one flat JSON object (`--training-params`, job parameter
+`training_params`):
+
+- `test_size`: share of rows (by a hash of the row id) held out for evaluation and the gate;
+- `gate_promotion_margin`: how much worse (relative) than the champion's primary metric the
+  challenger's may be;
+- `gate_min_<metric>` / `gate_max_<metric>`: the gate's absolute floors over the task type's
+  metrics (defaults: the spec's `gate_thresholds`), e.g. `gate_max_rmse`;
+- any other key: a hyper-parameter of the problem's model (the spec's `model_params`).
+
+Example: `{"n_estimators": 50, "gate_min_r2": 0.8}`.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError
 
-from mlops_template.tasks.common import parse_json_object
+from mlops_template.jsonparams import parse_json_object
+from mlops_template.problem_spec import ProblemSpec, load_problem
+
+GATE_PREFIX = "gate_"
+GENERIC_PARAMETERS = ("test_size", "gate_promotion_margin")
 
 
 class TrainingConfigError(ValueError):
@@ -14,73 +31,65 @@ class TrainingConfigError(ValueError):
 
 
 class TrainingConfig(BaseModel):
-    """Training parameters; a job overrides any of them with `--training-params`.
-
-    The gate's defaults are sanity floors, not targets: on 20k generated trips the default model
-    scores a held-out RMSE of about 1.9 dollars and R2 0.96, a one-split model 9.4 and 0.06.
-    """
+    """The split, the gate's settings and the model's hyper-parameters of one training."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # LightGBM (names as in lightgbm.LGBMRegressor).
-    n_estimators: int = Field(default=300, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
-    num_leaves: int = Field(default=31, ge=2)
-    max_depth: int = Field(default=-1, ge=-1, description="-1: no limit")
-    min_child_samples: int = Field(default=20, ge=1)
-    subsample: float = Field(default=0.8, gt=0, le=1)
-    # LightGBM ignores `subsample` unless bagging runs every `subsample_freq` iterations.
-    subsample_freq: int = Field(default=1, ge=0)
-    colsample_bytree: float = Field(default=0.9, gt=0, le=1)
-    random_state: int = 42
-
-    # Share of trips (by a hash of trip_id) held out from training for evaluation and the gate.
     test_size: float = Field(default=0.2, gt=0, lt=1)
-
-    # Validation gate: absolute floors, then the comparison with the champion.
-    max_rmse: float = Field(default=8.0, gt=0, description="dollars")
-    min_r2: float = Field(default=0.6, le=1)
-    promotion_margin: float = Field(
-        default=0.02, ge=0, description="the challenger's RMSE may exceed the champion's by this fraction"
+    gate_promotion_margin: float = Field(
+        default=0.02, ge=0, description="relative margin on the primary metric against the champion"
     )
+    gate_thresholds: dict[str, float]  # `min_<metric>` / `max_<metric>` -> bound
+    model_params: SerializeAsAny[BaseModel]
 
     @classmethod
-    def from_json(cls, text: str) -> TrainingConfig:
+    def defaults(cls, spec: ProblemSpec | None = None) -> TrainingConfig:
+        """The defaults of the problem (`spec`, else the loaded problem)."""
+        return cls.from_overrides({}, spec)
+
+    @classmethod
+    def from_json(cls, text: str, spec: ProblemSpec | None = None) -> TrainingConfig:
         """Defaults overridden by a JSON object such as `{"n_estimators": 50}`."""
-        return cls.from_overrides(parse_json_object(text, "training parameters", TrainingConfigError))
+        return cls.from_overrides(parse_json_object(text, "training parameters", TrainingConfigError), spec)
 
     @classmethod
-    def from_overrides(cls, overrides: dict[str, Any]) -> TrainingConfig:
-        """Defaults overridden by `overrides`; an unknown or invalid key is an error naming it."""
+    def from_overrides(cls, overrides: dict[str, Any], spec: ProblemSpec | None = None) -> TrainingConfig:
+        """Defaults overridden by the flat `overrides`; an unknown or invalid key is an error naming it."""
+        spec = spec or load_problem()
+        gate_keys = {GATE_PREFIX + name: name for name in spec.threshold_names}
+        model_keys = set(spec.model_params.model_fields)
+        unknown = [key for key in overrides if key not in {*GENERIC_PARAMETERS, *gate_keys, *model_keys}]
+        if unknown:
+            known = ", ".join([*GENERIC_PARAMETERS, *gate_keys, *spec.model_params.model_fields])
+            raise TrainingConfigError(f"unknown training parameter(s) {unknown} (known: {known})")
+        thresholds = {**spec.gate_thresholds}
+        thresholds.update({gate_keys[key]: value for key, value in overrides.items() if key in gate_keys})
         try:
-            return cls.model_validate(overrides)
+            model_params = spec.model_params.model_validate(
+                {key: value for key, value in overrides.items() if key in model_keys}
+            )
+            generic = {key: overrides[key] for key in GENERIC_PARAMETERS if key in overrides}
+            return cls.model_validate(
+                {**generic, "gate_thresholds": thresholds, "model_params": model_params}
+            )
         except ValidationError as error:
             problems = "; ".join(_describe(e) for e in error.errors())
             raise TrainingConfigError(f"bad training parameters: {problems}") from None
 
-    def lgbm_params(self) -> dict[str, Any]:
-        """Keyword arguments of `lightgbm.LGBMRegressor`."""
-        return self.model_dump(include=_LGBM_FIELDS)
-
-
-_LGBM_FIELDS = {
-    "n_estimators",
-    "learning_rate",
-    "num_leaves",
-    "max_depth",
-    "min_child_samples",
-    "subsample",
-    "subsample_freq",
-    "colsample_bytree",
-    "random_state",
-}
+    def as_parameters(self) -> dict[str, Any]:
+        """The flat form a job passes (and MLflow logs): every generic, gate and model parameter."""
+        return {
+            "test_size": self.test_size,
+            "gate_promotion_margin": self.gate_promotion_margin,
+            **{GATE_PREFIX + name: bound for name, bound in self.gate_thresholds.items()},
+            **self.model_params.model_dump(),
+        }
 
 
 def _describe(error: Any) -> str:
-    name = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        known = ", ".join(TrainingConfig.model_fields)
-        return f"unknown parameter '{name}' (known: {known})"
+    name = ".".join(str(part) for part in error["loc"] if part not in ("gate_thresholds",))
+    if error["loc"][:1] == ("gate_thresholds",):
+        name = GATE_PREFIX + name
     return f"{name}: {error['msg']}"
 
 
@@ -90,3 +99,8 @@ def _parse_json_string(value: Any) -> Any:
 
 # A task config field filled from a JSON object string (the `--training-params` job parameter).
 TrainingParams = Annotated[TrainingConfig, BeforeValidator(_parse_json_string)]
+
+
+def default_training_config() -> TrainingConfig:
+    """The loaded problem's defaults (a task config's default `training_params`)."""
+    return TrainingConfig.defaults()

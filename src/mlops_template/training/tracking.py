@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -16,13 +17,15 @@ from mlflow.data.spark_dataset_source import SparkDatasetSource
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
-from mlops_template.features.columns import LABEL, MODEL_INPUT_COLUMNS
-from mlops_template.training.evaluate import RegressionMetrics
+from mlops_template.problem_spec import ProblemSpec
+from mlops_template.training.evaluate import Metrics
 from mlops_template.training.model import TrainedModel
 from mlops_template.training.plots import (
+    calibration_figure,
     feature_importance_figure,
     predicted_vs_actual_figure,
     residuals_figure,
+    roc_figure,
 )
 
 log = logging.getLogger(__name__)
@@ -33,28 +36,25 @@ SIGNATURE_SAMPLE_ROWS = 1_000
 INPUT_EXAMPLE_ROWS = 5
 
 # MLflow's sklearn flavour saves with skops by default outside Databricks (and cloudpickle on
-# Databricks). skops refuses to load any type it does not trust, and LightGBM's are not trusted by
-# default. We keep skops on both platforms, so one artifact format everywhere and loading cannot
-# run arbitrary code, and trust exactly the three types a fitted LGBMRegressor adds to a Pipeline
-# (found with `skops.io.get_untrusted_types`). MLflow loads the saved model back with this list
-# before logging, so a LightGBM upgrade that adds a type fails here, naming it, not at serving.
-SKOPS_TRUSTED_TYPES = [
-    "collections.OrderedDict",
-    "lightgbm.basic.Booster",
-    "lightgbm.sklearn.LGBMRegressor",
-]
-# Pinned from this environment: what loading the model needs, and nothing to infer. Letting
-# MLflow infer requirements would load the model in a subprocess on every log (~12 s).
-_MODEL_PACKAGES = ("mlflow", "scikit-learn", "lightgbm", "skops", "pandas", "numpy")
+# Databricks). skops refuses to load any type it does not trust; it trusts scikit-learn's own.
+# We keep skops on both platforms, so one artifact format everywhere and loading cannot run
+# arbitrary code, and trust exactly the types a fitted model adds beyond those (found with
+# `skops.io.get_untrusted_types`): `numpy.dtype`, which scikit-learn's encoders keep, and the
+# spec's `trusted_types` (its model library's). MLflow loads the saved model back with this list
+# before logging, so a library upgrade that adds a type fails here, naming it, not at serving.
+GENERIC_TRUSTED_TYPES = ("numpy.dtype",)
+# Pinned from this environment: what loading the model needs (these and the spec's
+# `model_packages`), and nothing to infer. Letting MLflow infer requirements would load the model
+# in a subprocess on every log (~12 s).
+_MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "pandas", "numpy")
 
 
 @dataclass(frozen=True)
 class RunContext:
     """Where the training data came from and which deployment and job run trained the model."""
 
-    trips_table: str
-    pickup_features_table: str
-    dropoff_features_table: str
+    prepared_table: str
+    feature_tables: Mapping[str, str]  # feature table `name` -> full name
     bundle_target: str
     job_run_id: str
     git_sha: str = ""  # the deployed commit (bundle variable git_sha); "" = ask $GIT_SHA / git
@@ -66,7 +66,7 @@ class TrainingRun:
 
     run_id: str
     model_uri: str
-    metrics: RegressionMetrics
+    metrics: Metrics
     tags: dict[str, str]
 
 
@@ -92,60 +92,71 @@ def run_tags(context: RunContext) -> dict[str, str]:
     }
 
 
-def model_signature(sample: pd.DataFrame, predictions: np.ndarray) -> ModelSignature:
-    """The signature inferred from a sample, with every input required.
+def model_signature(spec: ProblemSpec, sample: pd.DataFrame, output: np.ndarray) -> ModelSignature:
+    """The spec's model inputs with their types, every one required, and the output inferred.
 
-    A sample column that happens to hold nulls is inferred optional (a request may omit it), but
-    the pipeline needs every column; nulls as values stay allowed (NaN in a double). Requiring all
-    makes a request without a column fail schema enforcement, not the model.
+    Inferring the inputs from a sample would make a column that happens to hold nulls optional
+    (a request may omit it), but the model needs every column; nulls as values stay allowed (NaN
+    in a double). The output is the prediction, or one probability per class for a classifier.
     """
-    inferred = infer_signature(sample, predictions)
-    inputs = Schema([ColSpec(spec.type, spec.name) for spec in inferred.inputs.inputs])
-    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
+    inputs = Schema([ColSpec(model_input.type, model_input.name) for model_input in spec.model_inputs])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(sample, output).outputs)
 
 
-def model_requirements() -> list[str]:
+def model_requirements(spec: ProblemSpec) -> list[str]:
     """The pip requirements of the logged model, pinned to the versions that trained it."""
-    return [f"{package}=={version(package)}" for package in _MODEL_PACKAGES]
+    return [f"{package}=={version(package)}" for package in (*_MODEL_PACKAGES, *spec.model_packages)]
 
 
-def _dataset(frame: pd.DataFrame, source_table: str, name: str) -> PandasDataset:
-    """What the model saw (inputs and label), sourced from the trips table."""
+def _dataset(spec: ProblemSpec, frame: pd.DataFrame, source_table: str, name: str) -> PandasDataset:
+    """What the model saw (inputs and label), sourced from the prepared table."""
     return mlflow.data.from_pandas(
-        frame[[*MODEL_INPUT_COLUMNS, LABEL]],
+        frame[[*spec.input_names, spec.label]],
         source=SparkDatasetSource(table_name=source_table),
         name=name,
-        targets=LABEL,
+        targets=spec.label,
     )
 
 
+def _model_output(trained: TrainedModel, sample: pd.DataFrame) -> np.ndarray:
+    """What the logged model returns for `sample`: predictions, or per-class probabilities."""
+    model = trained.model
+    return model.predict_proba(sample) if trained.spec.is_classifier else model.predict(sample)
+
+
 def log_training_run(experiment_id: str, trained: TrainedModel, context: RunContext) -> TrainingRun:
-    """Log `trained` in a new run of the experiment and return the run and model URI."""
+    """Log `trained` in a new run of the experiment and return the run and model URI.
+
+    A classifier is logged to return per-class probabilities (`predict_proba`) through pyfunc,
+    hence serving and spark_udf; the generic code takes the probability of label 1.
+    """
+    spec = trained.spec
     tags = run_tags(context)
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         mlflow.log_params(
             {
-                **trained.config.model_dump(),
-                "trips_table": context.trips_table,
-                "pickup_features_table": context.pickup_features_table,
-                "dropoff_features_table": context.dropoff_features_table,
+                **trained.config.as_parameters(),
+                "problem": spec.name,
+                "prepared_table": context.prepared_table,
+                **{f"feature_table_{name}": table for name, table in context.feature_tables.items()},
                 "train_rows": len(trained.train),
             }
         )
-        training_data = _dataset(trained.train, context.trips_table, "training_set")
-        holdout_data = _dataset(trained.holdout, context.trips_table, "holdout_set")
+        training_data = _dataset(spec, trained.train, context.prepared_table, "training_set")
+        holdout_data = _dataset(spec, trained.holdout, context.prepared_table, "holdout_set")
         mlflow.log_input(training_data, context="training")
         mlflow.log_input(holdout_data, context="evaluation")
 
-        sample = trained.train[MODEL_INPUT_COLUMNS].head(SIGNATURE_SAMPLE_ROWS)
+        sample = trained.train[spec.input_names].head(SIGNATURE_SAMPLE_ROWS)
         model_info = mlflow.sklearn.log_model(
-            trained.pipeline,
+            trained.model,
             name=MODEL_ARTIFACT,
-            signature=model_signature(sample, trained.pipeline.predict(sample)),
+            signature=model_signature(spec, sample, _model_output(trained, sample)),
             input_example=sample.head(INPUT_EXAMPLE_ROWS),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            pip_requirements=model_requirements(),
+            skops_trusted_types=[*GENERIC_TRUSTED_TYPES, *spec.trusted_types],
+            pip_requirements=model_requirements(spec),
+            pyfunc_predict_fn="predict_proba" if spec.is_classifier else "predict",
         )
         mlflow.log_metrics(
             trained.metrics.as_dict(METRIC_PREFIX), model_id=model_info.model_id, dataset=holdout_data
@@ -156,8 +167,16 @@ def log_training_run(experiment_id: str, trained: TrainedModel, context: RunCont
 
 
 def _log_figures(trained: TrainedModel) -> None:
-    actual = trained.holdout[LABEL].to_numpy()
+    spec = trained.spec
+    actual = trained.holdout[spec.label].to_numpy()
     predicted = trained.holdout_predictions
-    mlflow.log_figure(feature_importance_figure(trained.pipeline), "plots/feature_importance.png")
-    mlflow.log_figure(residuals_figure(actual, predicted), "plots/residuals.png")
-    mlflow.log_figure(predicted_vs_actual_figure(actual, predicted), "plots/predicted_vs_actual.png")
+    if (importance := feature_importance_figure(trained.model)) is not None:
+        mlflow.log_figure(importance, "plots/feature_importance.png")
+    if spec.is_classifier:
+        mlflow.log_figure(roc_figure(actual, predicted), "plots/roc.png")
+        mlflow.log_figure(calibration_figure(actual, predicted), "plots/calibration.png")
+    else:
+        mlflow.log_figure(residuals_figure(actual, predicted, spec.label), "plots/residuals.png")
+        mlflow.log_figure(
+            predicted_vs_actual_figure(actual, predicted, spec.label), "plots/predicted_vs_actual.png"
+        )

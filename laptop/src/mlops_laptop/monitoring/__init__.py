@@ -1,0 +1,1 @@
+"""The traffic simulator for the local endpoint and the `mlops monitor` commands."""

@@ -1,0 +1,150 @@
+"""`mlops monitor` reads a target's monitoring results locally; `mlops simulate-traffic` feeds them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Annotated
+
+import typer
+
+from mlops_laptop.platform import DEFAULT_SAMPLE_ROWS
+from mlops_laptop.serving.server import DEFAULT_PORT, LOOPBACK
+
+log = logging.getLogger(__name__)
+
+MAX_REQUESTS = 10_000
+DEFAULT_URL = f"http://{LOOPBACK}:{DEFAULT_PORT}"
+
+monitor_app = typer.Typer(
+    help="Drift, quality and service metrics of the served model.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@monitor_app.command("report")
+def report(
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")
+    ] = None,
+    windows: Annotated[int, typer.Option(min=1, help="How many of the latest windows to show.")] = 5,
+    granularity: Annotated[str, typer.Option(help="Window length the metrics were computed for.")] = "1 hour",
+) -> None:
+    """Print the latest windows' drift, quality and service metrics of TARGET and the retrain verdict."""
+    from mlops_laptop.bundle.loader import BundleError, find_bundle_root, load_bundle
+    from mlops_laptop.platform.local import LocalPlatform, LocalStateError
+    from mlops_template.monitoring.config import MonitoringThresholds, ThresholdsError
+    from mlops_template.monitoring.metrics import metrics_frame
+    from mlops_template.monitoring.report import format_report
+    from mlops_template.monitoring.tables import MonitoringTables, granularity_length
+    from mlops_template.platform import MissingTableError
+    from mlops_template.problem_spec import ProblemSpecError, load_problem
+
+    try:
+        granularity_length(granularity)
+        bundle = load_bundle(find_bundle_root(), target)
+        tables = MonitoringTables(
+            catalog=str(bundle.variables["catalog"]),
+            schema=str(bundle.resources["schemas"]["pipeline_schema"]["name"]),
+            prefix=str(bundle.variables["inference_table_prefix"]),
+        )
+        spec = load_problem()
+        thresholds = MonitoringThresholds.from_json(
+            str(bundle.variables.get("monitoring_thresholds", "")), spec
+        )
+    except (BundleError, ProblemSpecError, ThresholdsError, ValueError) as error:
+        raise _fail(str(error)) from None
+    platform = LocalPlatform(bundle.target)
+    try:
+        stored = platform.read_table(
+            tables.drift_metrics, produced_by=f"`mlops run monitoring -t {bundle.target}`"
+        )
+        metrics = metrics_frame(stored, granularity)
+    except (MissingTableError, LocalStateError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        platform.stop()
+    text = format_report(
+        metrics, thresholds, spec, table=tables.drift_metrics, granularity=granularity, windows=windows
+    )
+    typer.echo(text)
+
+
+def simulate_traffic(
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Bundle target whose local endpoint to call.")
+    ],
+    requests: Annotated[int, typer.Option(min=1, max=MAX_REQUESTS, help="Number of requests.")] = 200,
+    drift: Annotated[
+        bool, typer.Option(help="Change the inputs as the problem spec's drift_inputs does.")
+    ] = False,
+    url: Annotated[str, typer.Option(help="Base URL of `mlops serve` (loopback only).")] = DEFAULT_URL,
+    endpoint: Annotated[str | None, typer.Option(help="Endpoint name (default: the only one).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed choosing the rows (default: random).")] = None,
+    population: Annotated[
+        int, typer.Option(min=100, help="Held-out rows generated: the size of the pipeline's source.")
+    ] = DEFAULT_SAMPLE_ROWS,
+    token_env: Annotated[
+        str | None, typer.Option(help="Send 'Authorization: Bearer' with the token in this variable.")
+    ] = None,
+) -> None:
+    """Send held-out rows to TARGET's local endpoint and record their labels as ground truth."""
+    import numpy as np
+    import pandas as pd
+
+    from mlops_laptop.monitoring.ground_truth import ground_truth_dir, write_ground_truth
+    from mlops_laptop.monitoring.simulate import (
+        TrafficError,
+        check_loopback,
+        find_endpoint,
+        load_held_out,
+        plan_traffic,
+        send_traffic,
+    )
+    from mlops_laptop.platform.local import LocalPlatform
+    from mlops_template.monitoring.tables import MonitoringTables
+    from mlops_template.problem_spec import load_problem
+
+    token = os.environ.get(token_env, "") if token_env else None
+    if token_env and not token:
+        raise typer.BadParameter(
+            f"environment variable {token_env} is not set or empty", param_hint="--token-env"
+        )
+    spec = load_problem()
+    state_dir = LocalPlatform(target).state_dir  # its state directory only: no Spark, no metastore
+    try:
+        base = check_loopback(url)
+        config = find_endpoint(state_dir, endpoint)
+    except TrafficError as error:
+        raise typer.BadParameter(str(error)) from None
+    if not config.inference_table.enabled:
+        log.warning(
+            "endpoint %s logs no inference table: deploy it with --var inference_table_enabled=true",
+            config.name,
+        )
+    rows = load_held_out(state_dir, spec, population)
+    run_id = f"sim-{uuid.uuid4().hex[:8]}"
+    try:
+        plan = plan_traffic(rows, requests, np.random.default_rng(seed), spec, drift=drift, run_id=run_id)
+        statuses = send_traffic(base, config.name, plan, token)
+    except TrafficError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+    table = config.inference_table
+    ground_truth = MonitoringTables(
+        table.catalog_name, table.schema_name, table.table_name_prefix
+    ).ground_truth
+    labels = pd.concat([planned.labels for planned in plan], ignore_index=True)
+    write_ground_truth(ground_truth_dir(state_dir, ground_truth), labels, spec.row_id, spec.label)
+    answered = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
+    typer.echo(
+        f"Sent {len(plan)} requests ({len(labels)} rows{', drifted' if drift else ''}) to {config.name} "
+        f"as {run_id}: {answered}. Labels ({spec.label}) written to {ground_truth}."
+    )

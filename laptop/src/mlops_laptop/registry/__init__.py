@@ -1,0 +1,1 @@
+"""`mlops model`: the registry commands."""

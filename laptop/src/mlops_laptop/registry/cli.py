@@ -1,0 +1,90 @@
+"""`mlops model status|rollback -t TARGET`: the bundle's model in the target's local registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlops_laptop.console import console, error_console
+
+model_app = typer.Typer(
+    help="The registered model: versions, aliases, gate outcomes, rollback.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+TargetOption = Annotated[
+    str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    error_console().print(f"[bold red]Error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _model_name(target: str | None) -> str:
+    """The bundle's `catalog.schema.model_name` for `target`, with MLflow on its local stores."""
+    from mlops_laptop.bundle.loader import BundleError, find_bundle_root, load_bundle
+    from mlops_laptop.pipeline_names import pipeline_names
+    from mlops_laptop.platform.local import LocalPlatform
+
+    try:
+        bundle = load_bundle(find_bundle_root(), target)
+    except BundleError as error:
+        raise _fail(str(error)) from None
+    LocalPlatform(bundle.target).configure_mlflow()
+    return pipeline_names(bundle).model_name
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+@model_app.command("status")
+def status(target: TargetOption = None) -> None:
+    """List the model's versions with their aliases, held-out metrics and gate outcome."""
+    from rich.table import Table
+
+    from mlops_template.problem_spec import load_problem
+    from mlops_template.registry.versions import RegistryError, model_status
+
+    name = _model_name(target)
+    try:
+        versions = model_status(name)
+    except RegistryError as error:
+        raise _fail(str(error)) from None
+    spec = load_problem()
+    metrics = [spec.primary_metric, *(m for m in spec.metric_names if m != spec.primary_metric)]
+    table = Table(title=f"Model {name}", box=None, pad_edge=False)
+    for column in ("version", "aliases", "created (UTC)", *metrics, "gate"):
+        table.add_column(column, no_wrap=True)
+    for version in versions:
+        table.add_row(
+            str(version.version),
+            "\n".join(version.aliases),
+            version.created.strftime("%Y-%m-%d %H:%M"),
+            *(_number(version.metrics.get(metric)) for metric in metrics),
+            version.gate_outcome or "not run",
+        )
+    console().print(table)
+    for version in versions:
+        if version.gate_reason:
+            console().print(f"version {version.version} {version.gate_outcome}: {version.gate_reason}")
+
+
+@model_app.command("rollback")
+def rollback_command(target: TargetOption = None) -> None:
+    """Move the `champion` alias back to `previous_champion`."""
+    from mlops_template.registry.versions import RegistryError, rollback
+
+    name = _model_name(target)
+    try:
+        result = rollback(name)
+    except RegistryError as error:
+        raise _fail(str(error)) from None
+    console().print(
+        f"[green]{name}: champion is version {result.champion} again[/] "
+        f"(version {result.rolled_back} is now 'rolled_back')."
+    )

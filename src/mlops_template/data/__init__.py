@@ -1,1 +1,0 @@
-"""Source data: the trips schema and the local sample generator."""

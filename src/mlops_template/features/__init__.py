@@ -1,1 +1,0 @@
-"""Feature engineering: pure Spark transforms over trips, and the feature lookups for training."""

@@ -1,0 +1,1 @@
+"""A small binary-classification problem (customer churn) run through the generic pipeline."""

@@ -1,0 +1,1 @@
+"""Tests of the example problem (taxi fares): delete or replace them with `mlops_template.problem`."""
