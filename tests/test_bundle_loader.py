@@ -117,6 +117,22 @@ def test_real_bundle_keeps_runtime_references() -> None:
     assert f"--schema=workspace.dev_{short_name}_taxi_fare" in arguments
 
 
+def test_every_pipeline_task_names_the_schema_one_way_as_catalog_dot_schema() -> None:
+    """One spelling across tasks (the deploy task once took `--catalog` and a bare `--schema`)."""
+    bundle = load_bundle(PROJECT_ROOT, "staging")
+    schema = f"{bundle.variables['catalog']}.{bundle.resources['schemas']['pipeline_schema']['name']}"
+    tasks = {
+        task["task_key"]: task["python_wheel_task"]["parameters"]
+        for task in bundle.job("pipeline")["tasks"]
+        if "python_wheel_task" in task
+    }
+    assert "deploy" in tasks
+    assert {
+        key: [p for p in parameters if p.startswith(("--schema=", "--catalog="))]
+        for key, parameters in tasks.items()
+    } == {key: [f"--schema={schema}"] for key in tasks}
+
+
 def test_development_mode_prefixes_names_like_the_cli() -> None:
     _, short_name = current_user()
     dev = load_bundle(PROJECT_ROOT, "dev")

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from databricks.sdk.service.catalog import (
     CatalogInfo,
     EffectivePermissionsList,
@@ -55,8 +56,16 @@ from mlops_laptop.platform.local import LocalPlatform
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 USER = "someone@example.com"
-SCHEMA = "workspace.dev_someone_taxi_fare"  # development mode prefixes the schema with the short name
-ENDPOINT = "taxi-fare-dev-someone"
+SHORT_NAME = "someone"
+# The names the bundle's variables give the dev target, resolved as USER.
+_CONFIG = yaml.safe_load((PROJECT_ROOT / "databricks.yml").read_text())
+_DEV = {name: v.get("default") for name, v in _CONFIG["variables"].items()} | _CONFIG["targets"]["dev"][
+    "variables"
+]
+SCHEMA = f"{_DEV['catalog']}.dev_{SHORT_NAME}_{_DEV['schema']}"  # development mode prefixes the short name
+ENDPOINT = _DEV["endpoint_name"].replace("${workspace.current_user.short_name}", SHORT_NAME)
+SOURCE_TABLE = _DEV["source_table"]
+INFERENCE_PREFIX = _DEV["inference_table_prefix"]
 WRITE_SCHEMA = (Privilege.USE_SCHEMA, Privilege.CREATE_TABLE, Privilege.CREATE_MODEL)
 NOT_FOUND = {
     "catalogs": "CATALOG_DOES_NOT_EXIST",
@@ -230,7 +239,7 @@ class FakeWorkspace:
     tables: dict[str, tuple[int, dict[str, Any]]] = field(
         default_factory=lambda: {
             name: (200, TableInfo(full_name=name).as_dict())
-            for name in ("samples.nyctaxi.trips", "system.serving.served_entities")
+            for name in (SOURCE_TABLE, "system.serving.served_entities")
         }
     )
     serving: tuple[int, dict[str, Any]] = (
@@ -243,7 +252,7 @@ class FakeWorkspace:
             name=ENDPOINT,
             ai_gateway=AiGatewayConfig(
                 inference_table_config=AiGatewayInferenceTableConfig(
-                    enabled=True, table_name_prefix="fare_endpoint"
+                    enabled=True, table_name_prefix=INFERENCE_PREFIX
                 )
             ),
         ).as_dict(),
@@ -306,7 +315,7 @@ def test_a_ready_workspace_passes_every_check_with_only_reads(
     assert results["authentication"].detail.startswith(USER)
     assert results["schema"].detail == f"{SCHEMA} exists"
     assert "CREATE_MODEL on schema" in results["privileges"].detail
-    assert results["inference tables"].detail == f"{ENDPOINT} logs to {SCHEMA}.fare_endpoint_payload"
+    assert results["inference tables"].detail == f"{ENDPOINT} logs to {SCHEMA}.{INFERENCE_PREFIX}_payload"
     assert {method for method, _ in fake.requests} == {"GET"}
 
 
@@ -358,10 +367,10 @@ def test_an_unreadable_sample_table_fails_the_source_table(
 ) -> None:
     """GET /api/2.1/unity-catalog/tables/{full_name} refused with 403 PERMISSION_DENIED."""
     fake = FakeWorkspace()
-    fake.tables["samples.nyctaxi.trips"] = _error(403, "PERMISSION_DENIED", "User does not have SELECT")
+    fake.tables[SOURCE_TABLE] = _error(403, "PERMISSION_DENIED", "User does not have SELECT")
     result = _check(fake, monkeypatch, tmp_path)["source table"]
     assert result.status is Status.FAIL
-    assert result.detail == "samples.nyctaxi.trips: PERMISSION_DENIED: User does not have SELECT"
+    assert result.detail == f"{SOURCE_TABLE}: PERMISSION_DENIED: User does not have SELECT"
     assert "targets.dev.variables.source_table" in result.fix
 
 

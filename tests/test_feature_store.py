@@ -1,46 +1,39 @@
-"""The local feature store: keyed merge writes, point-in-time lookups, the features task, training sets."""
+"""The local feature store: keyed merge writes, point-in-time lookups, the features task, training sets.
+
+Hand-made rows with neutral names for the store itself; the churn problem of tests/churn (its
+prepared and feature tables, made once per session) for the features task and scoring rows."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-import pandas as pd
 import pytest
 from databricks.feature_engineering import FeatureLookup
 from pyspark.sql import functions as F
 
+from churn.spec import PROBLEM as CHURN
 from mlops_laptop.platform.local_feature_store import PRIMARY_KEYS_PROPERTY, FeatureStoreError
 from mlops_template.platform import MissingTableError
-from mlops_template.problem.data import generate_trips
-from mlops_template.problem.features import (
-    DROPOFF_LOOKUP_TIME,
-    LABEL,
-    MODEL_INPUT_COLUMNS,
-    PICKUP_FEATURES,
-    PICKUP_LOOKUP_TIME,
-    add_trip_inputs,
-    pickup_features,
-)
-from mlops_template.problem.spec import PROBLEM
+from mlops_template.problem_spec import PROBLEM_VARIABLE
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.features import FeaturesConfig, run
-from mlops_template.training.dataset import build_feature_set, build_training_set
+from mlops_template.training.dataset import build_feature_set
 
 T = dt.datetime  # the session time zone is UTC, so naive datetimes read as they print
-KEYS = {"primary_keys": ["zip", "ts"], "timestamp_key": "ts", "description": "test features"}
+KEYS = {"primary_keys": ["key", "ts"], "timestamp_key": "ts", "description": "test features"}
 
 
 def _features(spark, rows):
-    return spark.createDataFrame(rows, "zip int, ts timestamp, v double")
+    return spark.createDataFrame(rows, "key int, ts timestamp, v double")
 
 
 def _lookups(spark, rows):
-    return spark.createDataFrame(rows, "id int, zip int, t timestamp, fare double")
+    return spark.createDataFrame(rows, "id int, key int, t timestamp, label double")
 
 
 @pytest.fixture(scope="module")
 def history(platform, spark):
-    """Zip 1: v=1 at 10:00, v=2 at 10:30, v=3 at 12:00; zip 2: v=5 at 10:00, v=null at 11:00."""
+    """Key 1: v=1 at 10:00, v=2 at 10:30, v=3 at 12:00; key 2: v=5 at 10:00, v=null at 11:00."""
     rows = [
         (1, T(2016, 1, 4, 10), 1.0),
         (1, T(2016, 1, 4, 10, 30), 2.0),
@@ -63,7 +56,7 @@ def lookups(spark):
             (4, 1, T(2016, 1, 4, 11, 59, 59), 7.0),  # just before 12:00: never the 12:00 row
             (5, 1, T(2016, 1, 4, 11, 30), 7.0),  # exactly 1 hour after 10:30
             (6, 1, T(2016, 1, 4, 9, 59), 7.0),  # before any row
-            (7, 3, T(2016, 1, 4, 10, 30), 7.0),  # a zip without features
+            (7, 3, T(2016, 1, 4, 10, 30), 7.0),  # a key without features
             (8, 2, T(2016, 1, 4, 11, 30), 7.0),  # latest row has a null feature: null, not the older 5
             (8, 2, T(2016, 1, 4, 11, 30), 7.0),  # a duplicate row stays
             (9, 1, None, 7.0),  # no lookup time
@@ -72,7 +65,7 @@ def lookups(spark):
 
 
 def _joined(platform, lookups, lookup, **options):
-    training_set = platform.feature_store.create_training_set(lookups, [lookup], label="fare", **options)
+    training_set = platform.feature_store.create_training_set(lookups, [lookup], label="label", **options)
     return training_set.load_df()
 
 
@@ -81,8 +74,8 @@ def _values(df, column="v"):
 
 
 def test_as_of_join_takes_the_latest_row_at_or_before_the_lookup_time(platform, history, lookups):
-    joined = _joined(platform, lookups, FeatureLookup(history, "zip", timestamp_lookup_key="t"))
-    assert joined.columns == ["id", "zip", "t", "v", "fare"]
+    joined = _joined(platform, lookups, FeatureLookup(history, "key", timestamp_lookup_key="t"))
+    assert joined.columns == ["id", "key", "t", "v", "label"]
     assert _values(joined) == [
         (1, 2.0), (2, 1.0), (3, 2.0), (4, 2.0), (5, 2.0),
         (6, None), (7, None), (8, None), (8, None), (9, None),
@@ -90,26 +83,26 @@ def test_as_of_join_takes_the_latest_row_at_or_before_the_lookup_time(platform, 
 
 
 def test_the_lookback_window_is_inclusive_and_drops_older_rows(platform, history, lookups):
-    lookup = FeatureLookup(history, ["zip"], timestamp_lookup_key="t", lookback_window=dt.timedelta(hours=1))
+    lookup = FeatureLookup(history, ["key"], timestamp_lookup_key="t", lookback_window=dt.timedelta(hours=1))
     assert dict(_values(_joined(platform, lookups, lookup))) == {
         1: 2.0, 2: 1.0, 3: 2.0, 4: None, 5: 2.0, 6: None, 7: None, 8: None, 9: None,
     }  # fmt: skip
-    exact = FeatureLookup(history, ["zip"], timestamp_lookup_key="t", lookback_window=dt.timedelta(0))
+    exact = FeatureLookup(history, ["key"], timestamp_lookup_key="t", lookback_window=dt.timedelta(0))
     assert [v for _, v in _values(_joined(platform, lookups, exact)) if v is not None] == [2.0]
 
 
 def test_renames_defaults_and_excluded_columns(platform, history, lookups):
     lookup = FeatureLookup(
         history,
-        "zip",
+        "key",
         timestamp_lookup_key="t",
         feature_names=["v"],
         rename_outputs={"v": "recent_v"},
         default_values={"recent_v": -1.0},
         lookback_window=dt.timedelta(hours=1),
     )
-    joined = _joined(platform, lookups, lookup, exclude_columns=["t", "zip"])
-    assert joined.columns == ["id", "recent_v", "fare"]
+    joined = _joined(platform, lookups, lookup, exclude_columns=["t", "key"])
+    assert joined.columns == ["id", "recent_v", "label"]
     assert joined.count() == lookups.count()
     assert dict(_values(joined, "recent_v")) == {
         1: 2.0, 2: 1.0, 3: 2.0, 4: -1.0, 5: 2.0, 6: -1.0, 7: -1.0, 8: -1.0, 9: -1.0,
@@ -122,21 +115,21 @@ def test_lookup_errors_are_clear(platform, spark, history, lookups):
         MissingTableError, match=r"test.fs_asof.nothing does not exist.*task features of job pipeline"
     ):
         store.create_training_set(
-            lookups, [FeatureLookup("test.fs_asof.nothing", "zip", timestamp_lookup_key="t")], "fare"
+            lookups, [FeatureLookup("test.fs_asof.nothing", "key", timestamp_lookup_key="t")], "label"
         )
     with pytest.raises(FeatureStoreError, match=r"no features \['w'\]; its features are \['v'\]"):
         store.create_training_set(
-            lookups, [FeatureLookup(history, "zip", timestamp_lookup_key="t", feature_names="w")], "fare"
+            lookups, [FeatureLookup(history, "key", timestamp_lookup_key="t", feature_names="w")], "label"
         )
     with pytest.raises(FeatureStoreError, match="needs a timestamp_lookup_key"):
-        store.create_training_set(lookups, [FeatureLookup(history, "zip")], "fare")
-    with pytest.raises(FeatureStoreError, match="'zip' is bigint but the table's 'zip' is int"):
-        longs = lookups.withColumn("zip", F.col("zip").cast("long"))
-        store.create_training_set(longs, [FeatureLookup(history, "zip", timestamp_lookup_key="t")], "fare")
-    with pytest.raises(FeatureStoreError, match="label column 'fare' cannot be excluded"):
-        store.create_training_set(lookups, [], "fare", exclude_columns=["fare"])
+        store.create_training_set(lookups, [FeatureLookup(history, "key")], "label")
+    with pytest.raises(FeatureStoreError, match="'key' is bigint but the table's 'key' is int"):
+        longs = lookups.withColumn("key", F.col("key").cast("long"))
+        store.create_training_set(longs, [FeatureLookup(history, "key", timestamp_lookup_key="t")], "label")
+    with pytest.raises(FeatureStoreError, match="label column 'label' cannot be excluded"):
+        store.create_training_set(lookups, [], "label", exclude_columns=["label"])
     with pytest.raises(FeatureStoreError, match=r"exclude_columns \['typo'\]"):
-        store.create_training_set(lookups, [], "fare", exclude_columns=["typo"])
+        store.create_training_set(lookups, [], "label", exclude_columns=["typo"])
 
 
 def test_merge_replaces_rows_by_key_and_is_idempotent(platform, spark):
@@ -164,7 +157,7 @@ def test_a_write_that_fails_midway_leaves_the_table_as_it_was(platform, spark):
     database = platform.state_dir / "warehouse" / "test__fs_failed.db"
     before = sorted(path.name for path in database.iterdir())
     # "oops" only fails when cast to the table's double column, while the merged data is written.
-    broken = spark.createDataFrame([(2, T(2016, 1, 4, 10), "oops")], "zip int, ts timestamp, v string")
+    broken = spark.createDataFrame([(2, T(2016, 1, 4, 10), "oops")], "key int, ts timestamp, v string")
     with pytest.raises(Exception, match="oops"):
         store.write_table(name, broken, **KEYS)
     assert platform.read_table(name).collect() == [(1, T(2016, 1, 4, 10), 1.0)]
@@ -173,7 +166,7 @@ def test_a_write_that_fails_midway_leaves_the_table_as_it_was(platform, spark):
 
 def test_duplicate_and_null_keys_in_one_write_are_rejected(platform, spark):
     duplicated = _features(spark, [(1, T(2016, 1, 4, 10), 1.0), (1, T(2016, 1, 4, 10), 2.0)])
-    with pytest.raises(FeatureStoreError, match=r"must be unique.*'zip': 1, 'ts': datetime.*occurs 2 times"):
+    with pytest.raises(FeatureStoreError, match=r"must be unique.*'key': 1, 'ts': datetime.*occurs 2 times"):
         platform.feature_store.write_table("test.fs_dup.features", duplicated, **KEYS)
     with pytest.raises(FeatureStoreError, match="may not be null"):
         platform.feature_store.write_table(
@@ -186,9 +179,9 @@ def test_keys_are_recorded_in_the_metastore_and_cannot_change(platform, spark):
     name = "test.fs_keys.features"
     platform.feature_store.write_table(name, _features(spark, [(1, T(2016, 1, 4), 1.0)]), **KEYS)
     properties = dict(spark.sql(f"SHOW TBLPROPERTIES {platform.table_name(name)}").collect())
-    assert properties[PRIMARY_KEYS_PROPERTY] == '["zip", "ts"]'
-    assert platform.feature_store.get_table(name).entity_keys == ["zip"]
-    with pytest.raises(FeatureStoreError, match=r"has primary keys \['zip', 'ts'\].*uses \['ts'\]"):
+    assert properties[PRIMARY_KEYS_PROPERTY] == '["key", "ts"]'
+    assert platform.feature_store.get_table(name).entity_keys == ["key"]
+    with pytest.raises(FeatureStoreError, match=r"has primary keys \['key', 'ts'\].*uses \['ts'\]"):
         platform.feature_store.write_table(
             name,
             _features(spark, [(1, T(2016, 1, 4), 1.0)]),
@@ -201,10 +194,10 @@ def test_keys_are_recorded_in_the_metastore_and_cannot_change(platform, spark):
 def test_the_timestamp_key_must_be_a_primary_key_and_tables_must_be_feature_tables(platform, spark):
     df = _features(spark, [(1, T(2016, 1, 4), 1.0)])
     with pytest.raises(
-        FeatureStoreError, match=r"timestamp key 'ts' must be one of the primary keys \['zip'\]"
+        FeatureStoreError, match=r"timestamp key 'ts' must be one of the primary keys \['key'\]"
     ):
         platform.feature_store.write_table(
-            "test.fs_bad.features", df, primary_keys=["zip"], timestamp_key="ts", description=""
+            "test.fs_bad.features", df, primary_keys=["key"], timestamp_key="ts", description=""
         )
     platform.save_table(df, "test.fs_bad.plain")
     with pytest.raises(FeatureStoreError, match="not a feature table"):
@@ -212,23 +205,20 @@ def test_the_timestamp_key_must_be_a_primary_key_and_tables_must_be_feature_tabl
 
 
 @pytest.fixture(scope="module")
-def feature_tables(platform, spark):
-    """Generated trips as the prepared table and the features task run over them."""
-    platform.save_table(generate_trips(spark, rows=3_000, seed=11), "test.fs_e2e.trips_clean")
-    config = build_config(FeaturesConfig, ["--schema=test.fs_e2e", "--start=", "--end="])
-    run(platform, config)
-    return config
+def feature_tables(platform, churn_schema):
+    """The features task's config over the session's churn tables, with `$MLOPS_PROBLEM` set to churn."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PROBLEM_VARIABLE, "churn.spec:PROBLEM")
+        yield build_config(FeaturesConfig, [f"--schema={churn_schema}", "--start=", "--end="])
 
 
-def test_the_features_task_writes_both_tables_and_reruns_idempotently(platform, feature_tables):
-    counts = {
-        name: platform.read_table(name).count()
-        for name in ("test.fs_e2e.pickup_features", "test.fs_e2e.dropoff_features")
-    }
-    assert all(count > 0 for count in counts.values())
-    again = feature_tables.model_copy(update={"start": T(2016, 1, 10), "end": T(2016, 1, 20)})
+def test_the_features_task_writes_the_spec_tables_and_reruns_idempotently(platform, feature_tables):
+    names = CHURN.feature_table_names(feature_tables.schema_).values()
+    before = {name: sorted(platform.read_table(name).collect()) for name in names}
+    assert all(len(rows) > 0 for rows in before.values())
+    again = feature_tables.model_copy(update={"start": T(2024, 1, 10), "end": T(2024, 1, 20)})
     run(platform, again)
-    assert {name: platform.read_table(name).count() for name in counts} == counts
+    assert {name: sorted(platform.read_table(name).collect()) for name in names} == before
 
 
 def test_the_task_config_reads_iso_dates_and_checks_the_range():
@@ -239,58 +229,11 @@ def test_the_task_config_reads_iso_dates_and_checks_the_range():
         build_config(FeaturesConfig, [*common, "--start=2016-01-20", "--end=2016-01-10"])
 
 
-def test_the_training_set_joins_features_as_of_each_trip(platform, feature_tables):
-    trips = platform.read_table("test.fs_e2e.trips_clean")
-    training = build_training_set(platform, PROBLEM, trips, "test.fs_e2e")
-    assert {*MODEL_INPUT_COLUMNS, LABEL} <= set(training.columns)
-    assert training.columns[-1] == LABEL
-    assert not {PICKUP_LOOKUP_TIME, DROPOFF_LOOKUP_TIME} & set(training.columns)
-    pdf = training.toPandas()
-    assert len(pdf) == 3_000
-    # Recompute each trip's pickup window from the trips strictly before its lookup time.
-    by_zip = dict(iter(trips.toPandas().groupby("pickup_zip")))
-    expected = []
-    for _, row in pdf.iterrows():
-        zone, lookup_time = by_zip[row.pickup_zip], row.tpep_pickup_datetime.floor("15min")
-        in_window = (zone.tpep_pickup_datetime >= lookup_time - pd.Timedelta(hours=1)) & (
-            zone.tpep_pickup_datetime < lookup_time
-        )
-        expected.append(zone[in_window].fare_amount)
-    has_window = [len(fares) > 0 for fares in expected]
-    assert sum(has_window) > 100
-    mean_fare, count = PICKUP_FEATURES
-    for (_, row), fares in zip(pdf.iterrows(), expected, strict=True):
-        if len(fares):
-            assert row[count] == len(fares) and row[mean_fare] == pytest.approx(fares.mean())
-
-
 def test_the_feature_set_for_scoring_needs_no_label(platform, feature_tables):
-    trips = platform.read_table("test.fs_e2e.trips_clean").drop(LABEL)
-    rows = build_feature_set(platform, PROBLEM, trips, "test.fs_e2e")
-    assert rows.columns[: len(trips.columns)] == trips.columns
-    assert set(MODEL_INPUT_COLUMNS) <= set(rows.columns)
-    assert rows.count() == trips.count()
-
-
-def test_no_joined_feature_row_is_later_than_the_lookup_time(platform, feature_tables):
-    trips = add_trip_inputs(platform.read_table("test.fs_e2e.trips_clean"))
-    with_ts = pickup_features(platform.read_table("test.fs_e2e.trips_clean")).withColumn(
-        "window_end", F.col("ts")
-    )
-    platform.feature_store.write_table("test.fs_e2e.pickup_with_ts", with_ts, **KEYS)
-    lookup = FeatureLookup(
-        "test.fs_e2e.pickup_with_ts",
-        ["pickup_zip"],
-        timestamp_lookup_key=PICKUP_LOOKUP_TIME,
-        feature_names=["window_end"],
-        lookback_window=dt.timedelta(hours=1),
-    )
-    joined = platform.feature_store.create_training_set(trips, [lookup], label=LABEL).load_df()
-    assert joined.count() == trips.count()
-    matched = joined.where(F.col("window_end").isNotNull())
-    assert matched.count() > 100
-    assert matched.where(F.col("window_end") > F.col(PICKUP_LOOKUP_TIME)).count() == 0
-    assert (
-        matched.where(F.col("window_end") < F.col(PICKUP_LOOKUP_TIME) - F.expr("INTERVAL 1 HOUR")).count()
-        == 0
-    )
+    schema = feature_tables.schema_
+    events = platform.read_table(CHURN.prepared_table_name(schema)).drop(CHURN.label)
+    rows = build_feature_set(platform, CHURN, events, schema)
+    assert rows.columns[: len(events.columns)] == events.columns
+    assert set(CHURN.input_names) <= set(rows.columns)
+    assert not set(CHURN.lookup_helper_columns) & set(rows.columns)
+    assert rows.count() == events.count()

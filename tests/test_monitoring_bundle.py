@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from churn.spec import PROBLEM as CHURN
 from mlops_laptop.bundle.loader import load_bundle, read_config
 from mlops_laptop.bundle.runner import check_job, load_entry_point
 from mlops_laptop.bundle.validate import SCHEMA_ENV, check_config, find_schema, load_schema
-from mlops_template.problem.spec import PROBLEM as TAXI
 from mlops_template.tasks import monitor_check, monitor_drift, monitor_unpack, quality_monitor
 from mlops_template.tasks.common import TaskArgumentError, build_config
 
@@ -71,15 +71,15 @@ def test_the_quality_monitor_is_a_task_on_in_staging_and_prod_only(target: str, 
     assert config.enabled is enabled
     schema = bundle.resources["schemas"]["pipeline_schema"]["name"]
     prefix = bundle.variables["inference_table_prefix"]
-    spec = config.spec()
+    spec = config.spec(CHURN)
     assert spec.table_name == f"{bundle.variables['catalog']}.{schema}.{prefix}_monitoring"
     assert spec.output_schema_name == f"{bundle.variables['catalog']}.{schema}"
     assert spec.inference_log.model_dump() == {
-        "problem_type": "PROBLEM_TYPE_REGRESSION",  # the problem spec's task type, no job parameter
+        "problem_type": "PROBLEM_TYPE_CLASSIFICATION",  # the problem spec's task type, no job parameter
         "timestamp_col": "request_time",
         "model_id_col": "model_version",
-        "prediction_col": "prediction",
-        "label_col": TAXI.label,
+        "prediction_col": "predicted_label",
+        "label_col": CHURN.label,
         "granularities": ["1 hour", "1 day"],
     }
     assert not [p for p in _parameters(target) if p.startswith("--problem-type")]

@@ -1,5 +1,5 @@
 """Monitoring without Spark: PSI and KS, thresholds, window quality, the retrain decision, the report,
-request parsing, for the taxi regression and the churn classification spec."""
+request parsing, for the churn classification spec and its regression flavour (tests/regression_spec.py)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from mlops_template.monitoring.metrics import METRICS_SCHEMA, WINDOW_LEVEL, drif
 from mlops_template.monitoring.report import format_report
 from mlops_template.monitoring.tables import granularity_length
 from mlops_template.monitoring.unpack import ServedColumns, exchange_rows, parse_request, parse_response
-from mlops_template.problem.spec import PROBLEM as TAXI
+from regression_spec import PROBLEM as BILL
 
 RNG = np.random.default_rng(3)
-BIG_TRIP_ID = -8793004155013582123
+BIG_ROW_ID = -8793004155013582123
 
 
 # --- PSI and KS ---------------------------------------------------------------------------------
@@ -82,30 +82,31 @@ def test_psi_of_a_binary_feature_and_of_missing_values() -> None:
 
 
 def test_thresholds_from_json_override_defaults_and_name_bad_keys() -> None:
-    thresholds = MonitoringThresholds.from_json('{"psi": 0.1, "features": ["trip_distance"]}', TAXI)
-    assert (thresholds.psi, thresholds.features, thresholds.ks) == (0.1, ["trip_distance"], 0.2)
-    assert MonitoringThresholds.from_json("", TAXI) == MonitoringThresholds.defaults(TAXI)
+    thresholds = MonitoringThresholds.from_json('{"psi": 0.1, "features": ["minutes"]}', BILL)
+    assert (thresholds.psi, thresholds.features, thresholds.ks) == (0.1, ["minutes"], 0.2)
+    assert MonitoringThresholds.from_json("", BILL) == MonitoringThresholds.defaults(BILL)
     with pytest.raises(ThresholdsError, match="psy"):
-        MonitoringThresholds.from_json('{"psy": 0.1}', TAXI)
+        MonitoringThresholds.from_json('{"psy": 0.1}', BILL)
     with pytest.raises(ThresholdsError, match="not monitored inputs"):
-        MonitoringThresholds.from_json('{"features": ["fare"]}', TAXI)
+        MonitoringThresholds.from_json('{"features": ["bill"]}', BILL)
     with pytest.raises(ThresholdsError, match="cannot exceed"):
-        MonitoringThresholds.from_json('{"evaluation_windows": 1, "violation_windows": 2}', TAXI)
+        MonitoringThresholds.from_json('{"evaluation_windows": 1, "violation_windows": 2}', BILL)
     with pytest.raises(ThresholdsError, match="JSON object"):
-        MonitoringThresholds.from_json("[1]", TAXI)
+        MonitoringThresholds.from_json("[1]", BILL)
 
 
 def test_quality_thresholds_default_to_the_spec_and_are_named_apart_from_the_gate() -> None:
     """`max_rmse` is the gate's (held-out rows, before promotion); monitoring's is `quality_max_rmse`."""
-    assert MonitoringThresholds.defaults(TAXI).quality == dict(TAXI.quality_thresholds)
-    assert MonitoringThresholds.defaults(TAXI).features == TAXI.input_names
-    overridden = MonitoringThresholds.from_json('{"quality_max_rmse": 3.5, "quality_min_r2": 0.5}', TAXI)
+    assert MonitoringThresholds.defaults(BILL).quality == dict(BILL.quality_thresholds)
+    assert MonitoringThresholds.defaults(BILL).features == BILL.input_names
+    overridden = MonitoringThresholds.from_json('{"quality_max_rmse": 3.5, "quality_min_r2": 0.5}', BILL)
     assert overridden.quality == {"max_rmse": 3.5, "min_r2": 0.5}
-    assert MonitoringThresholds.model_validate(overridden.model_dump()) == overridden  # as logged
+    logged = overridden.model_dump()
+    assert MonitoringThresholds.model_validate(logged, context={"spec": BILL}) == overridden
     with pytest.raises(ThresholdsError, match="max_rmse names a gate threshold: .* is quality_max_rmse"):
-        MonitoringThresholds.from_json('{"max_rmse": 3.5}', TAXI)  # the gate's name: not a setting here
+        MonitoringThresholds.from_json('{"max_rmse": 3.5}', BILL)  # the gate's name: not a setting here
     with pytest.raises(ThresholdsError, match=r"quality_max_log_loss is not one of \['quality_min_rmse'"):
-        MonitoringThresholds.from_json('{"quality_max_log_loss": 0.5}', TAXI)
+        MonitoringThresholds.from_json('{"quality_max_log_loss": 0.5}', BILL)
     churn = MonitoringThresholds.from_json('{"quality_min_roc_auc": 0.7, "features": ["plan"]}', CHURN)
     assert (churn.quality, churn.features) == ({"min_roc_auc": 0.7}, ["plan"])
 
@@ -136,7 +137,7 @@ def test_a_classification_window_gets_log_loss_brier_accuracy_and_roc_auc() -> N
 
 
 def test_a_regression_window_gets_rmse_mae_and_r2() -> None:
-    values = quality(TAXI, pd.Series([10.0, 20.0, 30.0]), pd.Series([12.0, 18.0, 30.0]))
+    values = quality(BILL, pd.Series([10.0, 20.0, 30.0]), pd.Series([12.0, 18.0, 30.0]))
     assert values["rmse"] == pytest.approx(np.sqrt(8 / 3))
     assert values["mae"] == pytest.approx(4 / 3)
     assert set(values) == {"rmse", "mae", "r2"}
@@ -164,7 +165,7 @@ def test_prediction_drift_compares_probabilities_with_the_champions_not_with_lab
 
 
 def window_metrics(
-    start: dt.datetime, *, rows: int = 500, psi: float = 0.01, rmse: float = 2.0, spec=TAXI
+    start: dt.datetime, *, rows: int = 500, psi: float = 0.01, rmse: float = 2.0, spec=BILL
 ) -> list:
     """The stored metric rows of one window: every input with `psi` (KS = psi / 2)."""
     level = {
@@ -188,7 +189,7 @@ def frame(*windows: list) -> pd.DataFrame:
 
 T0 = dt.datetime(2024, 5, 1, 10)
 HOUR = dt.timedelta(hours=1)
-DEFAULTS = MonitoringThresholds.defaults(TAXI)
+DEFAULTS = MonitoringThresholds.defaults(BILL)
 
 
 def test_clean_windows_do_not_trigger_and_a_drifted_one_does() -> None:
@@ -198,8 +199,8 @@ def test_clean_windows_do_not_trigger_and_a_drifted_one_does() -> None:
     decision = decide(drifted, DEFAULTS)
     assert decision.retrain
     assert decision.judged_windows == [T0, T0 + HOUR]
-    assert "2024-05-01 11:00: psi(trip_distance)=0.600 > 0.2" in decision.reasons
-    assert "2024-05-01 11:00: ks(trip_distance)=0.300 > 0.2" in decision.reasons
+    assert "2024-05-01 11:00: psi(minutes)=0.600 > 0.2" in decision.reasons
+    assert "2024-05-01 11:00: ks(minutes)=0.300 > 0.2" in decision.reasons
 
 
 def test_quality_drop_triggers_only_with_enough_labels() -> None:
@@ -240,15 +241,15 @@ def test_small_windows_old_windows_and_the_vote_count() -> None:
 
 def test_report_lists_windows_the_task_types_metrics_drifted_inputs_and_the_verdict() -> None:
     metrics = frame(window_metrics(T0), window_metrics(T0 + HOUR, psi=0.6, rmse=9.0))
-    text = format_report(metrics, DEFAULTS, TAXI, table="c.s.x_drift_metrics", granularity="1 hour")
+    text = format_report(metrics, DEFAULTS, BILL, table="c.s.x_drift_metrics", granularity="1 hour")
     lines = text.splitlines()
     assert lines[0] == "Monitoring metrics of c.s.x_drift_metrics: latest 2 windows of 1 hour"
     assert lines[2].split()[8:11] == ["rmse", "mae", "r2"]
     assert lines[3].startswith("2024-05-01 10:00      250    2.0%")
     assert lines[3].endswith("  -")
-    assert "trip_distance (0.60, 0.30)" in lines[4] and "9.000" in lines[4]
+    assert "minutes (0.60, 0.30)" in lines[4] and "9.000" in lines[4]
     assert "Retrain by these thresholds: yes" in lines
-    assert "No 1 hour windows" in format_report(frame(), DEFAULTS, TAXI, table="t", granularity="1 hour")
+    assert "No 1 hour windows" in format_report(frame(), DEFAULTS, BILL, table="t", granularity="1 hour")
     churn_thresholds = MonitoringThresholds.defaults(CHURN)
     churn = format_report(
         frame(window_metrics(T0, spec=CHURN)), churn_thresholds, CHURN, table="t", granularity="1 hour"
@@ -259,7 +260,7 @@ def test_report_lists_windows_the_task_types_metrics_drifted_inputs_and_the_verd
 # --- requests and responses -------------------------------------------------------------------------
 
 
-def inputs(rows: int = 2, spec=TAXI) -> pd.DataFrame:
+def inputs(rows: int = 2, spec=BILL) -> pd.DataFrame:
     """Rows to send: the row id (the first a big int64), the inputs, the label; one input missing."""
     values = {
         i.name: RNG.choice(["basic", "premium"], rows) if i.type == "string" else RNG.uniform(1, 20, rows)
@@ -267,7 +268,7 @@ def inputs(rows: int = 2, spec=TAXI) -> pd.DataFrame:
     }
     last = spec.input_names[-1]
     values[last][0] = None if spec.model_inputs[-1].type == "string" else np.nan
-    return pd.DataFrame({spec.row_id: [BIG_TRIP_ID, *range(1, rows)], **values, spec.label: 1.0})
+    return pd.DataFrame({spec.row_id: [BIG_ROW_ID, *range(1, rows)], **values, spec.label: 1.0})
 
 
 def exchange(body: dict, response: dict) -> dict:
@@ -287,15 +288,16 @@ def exchange(body: dict, response: dict) -> dict:
 @pytest.mark.parametrize("request_format", FORMATS)
 def test_each_request_format_parses_to_the_sent_rows(request_format: str) -> None:
     sent = inputs(3)
-    body = request_body(sent, request_format, "c-1", TAXI)
+    body = request_body(sent, request_format, "c-1", BILL)
     parsed_format, frame_ = parse_request(json.dumps(body))
     assert parsed_format == request_format
-    rows = exchange_rows(exchange(body, {"predictions": [11.0, 12.0, 13.0]}), ServedColumns.of(TAXI))
-    assert [row["trip_id"] for row in rows] == [str(i) for i in sent["trip_id"]]  # exact, as text
+    rows = exchange_rows(exchange(body, {"predictions": [11.0, 12.0, 13.0]}), ServedColumns.of(BILL))
+    assert [row["event_id"] for row in rows] == [str(i) for i in sent["event_id"]]  # exact, as text
     assert [row["row_index"] for row in rows] == [0, 1, 2]
     assert [row["prediction"] for row in rows] == [11.0, 12.0, 13.0]
-    assert rows[0][TAXI.input_names[-1]] is None
-    assert rows[1]["trip_distance"] == pytest.approx(sent["trip_distance"][1])
+    assert rows[0][BILL.input_names[-1]] is None
+    assert rows[1]["minutes"] == pytest.approx(sent["minutes"][1])
+    assert rows[1]["plan"] == sent["plan"][1]  # a string input stays text
     assert len(frame_) == 3
 
 
@@ -364,19 +366,19 @@ def test_other_hosts_are_refused(url: str) -> None:
 
 def test_planned_traffic_mixes_formats_some_malformed_and_keeps_the_labels() -> None:
     rows = inputs(400)
-    plan = plan_traffic(rows, 200, np.random.default_rng(1), TAXI, drift=True, run_id="sim")
+    plan = plan_traffic(rows, 200, np.random.default_rng(1), BILL, drift=True, run_id="sim")
     kinds = {planned.kind for planned in plan}
     assert set(FORMATS) <= kinds
     assert any(kind.startswith("malformed:") for kind in kinds)
     labels = pd.concat([planned.labels for planned in plan])
-    assert list(labels.columns) == ["trip_id", "fare_amount"] and set(labels["fare_amount"]) == {1.0}
+    assert list(labels.columns) == ["event_id", "bill"] and set(labels["bill"]) == {1.0}
     first = next(p for p in plan if p.kind == "dataframe_records")
     record = json.loads(first.body)["dataframe_records"][0]
-    original = rows.set_index("trip_id").loc[record["trip_id"]]
-    assert record["trip_distance"] == pytest.approx(2 * original["trip_distance"])  # the spec's drift
-    assert 16 <= record["pickup_hour"] <= 23
+    original = rows.set_index("event_id").loc[record["event_id"]]
+    assert record["minutes"] == pytest.approx(2 * original["minutes"])  # the spec's drift
+    assert record["support_tickets"] == pytest.approx(original["support_tickets"] + 3)
     for how in MALFORMED:
-        assert malformed_body(rows.head(2), how, "c", TAXI)
+        assert malformed_body(rows.head(2), how, "c", BILL)
 
 
 def test_malformed_requests_are_built_from_the_spec_inputs() -> None:

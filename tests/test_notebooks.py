@@ -252,15 +252,16 @@ def test_a_deployed_notebook_uses_the_deployed_target_and_its_var_values(
         fake_jobs,
         tmp_path,
         "staging",
-        {"catalog": "ml_stage", "schema": "other", "source_table": "raw.trips.all"},
+        {"catalog": "ml_stage", "schema": "other", "source_table": "raw.source.all"},
     )
     monkeypatch.chdir(files / "notebooks")
     jobs = DatabricksPlatform().deployed_jobs()
     names = PipelineNames.of(jobs)
+    variables = load_bundle(PROJECT_ROOT, "staging").variables
     assert jobs.target == "staging"
-    assert names.model_name == "ml_stage.other.fare_model"
-    assert names.monitoring_tables.payload == "ml_stage.other.fare_endpoint_payload"
-    assert "--source-table=raw.trips.all" in jobs.task_parameters("pipeline", "prepare_data")
+    assert names.model_name == f"ml_stage.other.{variables['model_name']}"
+    assert names.monitoring_tables.payload == f"ml_stage.other.{variables['inference_table_prefix']}_payload"
+    assert "--source-table=raw.source.all" in jobs.task_parameters("pipeline", "prepare_data")
     assert jobs.parameter("monitoring", "granularity") == "1 hour"
     assert any(call.startswith("GET /api/2.2/jobs/get?job_id=101") for call in fake_jobs.calls)
     with pytest.raises(DeploymentError, match="deployed for target staging, not prod"):

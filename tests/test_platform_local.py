@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -13,25 +14,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from churn.spec import PROBLEM as CHURN
+from churn.spec import SOURCE_COLUMNS
 from mlops_laptop.platform.local import LocalPlatform, LocalStateError
 from mlops_laptop.platform.warehouse import create_table_at, set_table_location, sql_string
 from mlops_template.platform import MissingTableError
 from mlops_template.platform.names import TableNameError, to_local
 from mlops_template.platform.task_values import LocalTaskValues
+from mlops_template.problem_spec import PROBLEM_VARIABLE, ProblemSpecError
+
+# A problem whose sample table no other test reads: its first read here generates it.
+SAMPLED = dataclasses.replace(CHURN, sample_table="samples.platform_test.events")
 
 
 @pytest.mark.parametrize(
     ("name", "local"),
     [
-        ("workspace.taxi_fare.trips", "workspace__taxi_fare.trips"),
-        ("Prod.Fares.Trips_Clean", "prod__fares.trips_clean"),
+        ("workspace.sales.orders", "workspace__sales.orders"),
+        ("Prod.Sales.Orders_Clean", "prod__sales.orders_clean"),
     ],
 )
 def test_three_level_names_map_onto_one_local_database_per_schema(name, local):
     assert to_local(name) == local
 
 
-@pytest.mark.parametrize("name", ["trips", "a.b", "a.b.c.d", "a.b-c.d", "a__x.b.c", "a.b.c;drop"])
+@pytest.mark.parametrize("name", ["orders", "a.b", "a.b.c.d", "a.b-c.d", "a__x.b.c", "a.b.c;drop"])
 def test_names_that_are_not_three_level_are_rejected(name):
     with pytest.raises(TableNameError, match="three-level|reserved"):
         to_local(name)
@@ -48,13 +55,13 @@ def test_merge_matches_null_keys_as_databricks_merge_does(platform, spark):
     """Keys match null-safely, as `MERGE ... ON t.k <=> s.k` (platform/databricks.py) does on
     Databricks: merging a row whose key is null replaces the row with that null key instead of
     adding a second one (https://docs.databricks.com/sql/language-manual/functions/lteqgtsign.html)."""
-    schema = "zone string, hour int, fare double"
+    schema = "region string, hour int, amount double"
     name = "cat.sch.merged_with_null_keys"
     first = [("a", 1, 1.0), (None, 1, 2.0), ("b", None, 3.0), (None, None, 4.0)]
-    platform.merge_table(spark.createDataFrame(first, schema), name, ["zone", "hour"])
+    platform.merge_table(spark.createDataFrame(first, schema), name, ["region", "hour"])
     again = [(None, 1, 20.0), ("b", None, 30.0), (None, None, 40.0), ("c", 2, 5.0)]
-    platform.merge_table(spark.createDataFrame(again, schema), name, ["zone", "hour"])
-    rows = {(row.zone, row.hour): row.fare for row in platform.read_table(name).collect()}
+    platform.merge_table(spark.createDataFrame(again, schema), name, ["region", "hour"])
+    rows = {(row.region, row.hour): row.amount for row in platform.read_table(name).collect()}
     assert platform.read_table(name).count() == len(rows) == 5
     assert rows == {("a", 1): 1.0, (None, 1): 20.0, ("b", None): 30.0, (None, None): 40.0, ("c", 2): 5.0}
 
@@ -64,10 +71,21 @@ def test_missing_table_error_says_what_to_run(platform):
         platform.read_table("cat.sch.nothing", produced_by="job pipeline")
 
 
-def test_the_sample_source_is_generated_on_first_read(platform):
-    trips = platform.read_table("samples.nyctaxi.trips")
-    assert trips.count() == platform.sample_rows
-    assert platform.table_exists("samples.nyctaxi.trips")
+def test_the_problem_specs_sample_table_is_generated_on_first_read(platform, monkeypatch):
+    """Locally the spec's `sample_table` stands in for the source table: its `sample_source` rows."""
+    monkeypatch.setenv(PROBLEM_VARIABLE, f"{__name__}:SAMPLED")
+    assert not platform.table_exists(SAMPLED.sample_table)
+    events = platform.read_table(SAMPLED.sample_table)
+    assert events.count() == platform.sample_rows
+    assert dict(events.dtypes) == SOURCE_COLUMNS
+    assert platform.table_exists(SAMPLED.sample_table)
+    with pytest.raises(MissingTableError, match="samples.platform_test.others does not exist"):
+        platform.read_table("samples.platform_test.others")  # only the sample table is generated
+
+
+def test_a_sample_table_without_a_sample_source_is_refused():
+    with pytest.raises(ProblemSpecError, match="sample_table 'samples.x.y' needs a sample_source"):
+        dataclasses.replace(CHURN, sample_source=None, sample_table="samples.x.y")
 
 
 def test_a_second_process_on_the_same_state_gets_a_clear_error(platform, spark):

@@ -44,6 +44,8 @@ from mlops_template.platform import DatabricksPlatform, MissingTableError
 from mlops_template.serving.served_entities import SERVED_ENTITIES_DDL, SERVED_ENTITIES_TABLE
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.quality_monitor import QualityMonitorConfig, run
+from regression_spec import PROBLEM as BILL
+from regression_spec import REFERENCE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _MONITOR_PATH = re.compile(r"^/api/2\.1/unity-catalog/tables/(?P<table>[^/]+)/monitor$")
@@ -53,13 +55,13 @@ def _spec(table: str, **overrides: Any) -> QualityMonitorSpec:
     settings: dict[str, Any] = {
         "table_name": table,
         "output_schema_name": ".".join(table.split(".")[:2]),
-        "assets_dir": "/Workspace/Users/sp/.bundle/monitoring/fares",
+        "assets_dir": "/Workspace/Users/sp/.bundle/monitoring/served",
         "inference_log": InferenceLogSpec(
             problem_type="PROBLEM_TYPE_REGRESSION",
             timestamp_col="request_time",
             model_id_col="model_version",
             prediction_col="prediction",
-            label_col="fare_amount",
+            label_col="label",
             granularities=["1 hour", "1 day"],
         ),
         "slicing_exprs": ["request_format"],
@@ -107,7 +109,7 @@ class FakeMonitors:
 
 @pytest.fixture
 def fake_monitors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[FakeMonitors, str]]:
-    fake = FakeMonitors({"prod.taxi.fares_monitoring"})
+    fake = FakeMonitors({"prod.ml.served_monitoring"})
     with loopback_workspace(without_query(fake.handle)) as host:
         authenticate_to(monkeypatch, host, tmp_path)
         yield fake, host
@@ -120,7 +122,7 @@ def _databricks(host: str) -> DatabricksQualityMonitors:
 def test_databricks_creates_the_monitor_once_and_updates_it_only_when_it_differs(fake_monitors):
     fake, host = fake_monitors
     monitors = _databricks(host)
-    table = "prod.taxi.fares_monitoring"
+    table = "prod.ml.served_monitoring"
     assert monitors.apply(_spec(table)) == "created"
     [create] = [body for method, _, body in fake.calls if method == "POST"]
     assert MonitorInferenceLog.from_dict(create["inference_log"]) == MonitorInferenceLog(
@@ -129,11 +131,11 @@ def test_databricks_creates_the_monitor_once_and_updates_it_only_when_it_differs
         granularities=["1 hour", "1 day"],
         prediction_col="prediction",
         model_id_col="model_version",
-        label_col="fare_amount",
+        label_col="label",
     )
     assert (create["output_schema_name"], create["assets_dir"]) == (
-        "prod.taxi",
-        "/Workspace/Users/sp/.bundle/monitoring/fares",
+        "prod.ml",
+        "/Workspace/Users/sp/.bundle/monitoring/served",
     )
     assert "schedule" not in create
 
@@ -155,8 +157,8 @@ def test_databricks_creates_the_monitor_once_and_updates_it_only_when_it_differs
 
 def test_databricks_refuses_a_monitor_on_a_missing_table_saying_what_creates_it(fake_monitors):
     _, host = fake_monitors
-    with pytest.raises(MissingTableError, match=r"prod.taxi.absent.*unpack task creates it"):
-        _databricks(host).apply(_spec("prod.taxi.absent"))
+    with pytest.raises(MissingTableError, match=r"prod.ml.absent.*unpack task creates it"):
+        _databricks(host).apply(_spec("prod.ml.absent"))
 
 
 def test_the_platform_picks_the_monitors(fake_monitors, platform):
@@ -175,7 +177,7 @@ def test_granularities_are_those_lakehouse_monitoring_accepts():
             granularities=["2 hours"],
         )
     with pytest.raises(ValidationError, match="catalog.schema"):
-        _spec("prod.taxi.t", output_schema_name="taxi")
+        _spec("prod.ml.t", output_schema_name="ml")
 
 
 @pytest.fixture
@@ -183,7 +185,7 @@ def monitoring_table(platform, spark) -> str:
     table = f"test.quality_monitor.t_{uuid.uuid4().hex[:8]}"
     rows = spark.createDataFrame(
         [(dt.datetime(2024, 5, 1, 10), "3", 12.5, 13.0, "dataframe_records")],
-        "request_time timestamp, model_version string, prediction double, fare_amount double, "
+        "request_time timestamp, model_version string, prediction double, label double, "
         "request_format string",
     )
     platform.save_table(rows, table)
@@ -209,8 +211,8 @@ def test_locally_what_databricks_refuses_is_refused(platform, spark, monitoring_
     with pytest.raises(MissingTableError, match=r"test.quality_monitor.absent.*unpack task creates it"):
         monitors.apply(_spec("test.quality_monitor.absent"))
     log = _spec(monitoring_table).inference_log
-    unlabeled = log.model_copy(update={"label_col": "trip_label"})
-    with pytest.raises(QualityMonitorError, match=r"no column \['trip_label'\]"):
+    unlabeled = log.model_copy(update={"label_col": "other_label"})
+    with pytest.raises(QualityMonitorError, match=r"no column \['other_label'\]"):
         monitors.apply(_spec(monitoring_table, inference_log=unlabeled))
     with pytest.raises(QualityMonitorError, match="timestamp column prediction .* is double"):
         monitors.apply(
@@ -240,7 +242,12 @@ def test_the_monitors_problem_type_and_columns_follow_the_problem_spec(platform,
     arguments = ["--output-schema=test.quality_monitor", "--assets-dir=/Workspace/x", "--enabled=true"]
     table = f"test.quality_monitor.churn_{uuid.uuid4().hex[:8]}"
     config = build_config(QualityMonitorConfig, [f"--monitoring-table={table}", *arguments])
-    assert config.spec().inference_log.problem_type == "PROBLEM_TYPE_REGRESSION"  # the taxi default
+    regression = config.spec(BILL).inference_log
+    assert (regression.problem_type, regression.prediction_col, regression.label_col) == (
+        "PROBLEM_TYPE_REGRESSION",
+        "prediction",
+        "bill",
+    )
     churn = config.spec(CHURN).inference_log
     assert (churn.problem_type, churn.prediction_col, churn.label_col) == (
         "PROBLEM_TYPE_CLASSIFICATION",
@@ -269,7 +276,7 @@ def _payload(spark, served_entity_id: str):
         request_time=dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC),
         status_code=200,
         execution_duration_ms=5,
-        request=json.dumps({"dataframe_records": [{"trip_distance": 2.0}]}),
+        request=json.dumps({"dataframe_records": [{"plan": "basic", "minutes": 2.0}]}),
         response=json.dumps({"predictions": [11.0]}),
         served_entity_id=served_entity_id,
         requester="local",
@@ -277,9 +284,12 @@ def _payload(spark, served_entity_id: str):
     return spark.createDataFrame([record.as_row()], schema=PAYLOAD_DDL)
 
 
-def test_on_an_empty_workspace_the_monitoring_job_creates_the_monitor_after_unpack(platform, spark, tmp_path):
+def test_on_an_empty_workspace_the_monitoring_job_creates_the_monitor_after_unpack(
+    platform, spark, tmp_path, monkeypatch
+):
     """The first deploy needs no monitored table: the bundle declares no `quality_monitors` resource,
     and the job's `quality_monitor` task runs after `unpack` created the table (local runner)."""
+    monkeypatch.setenv("MLOPS_PROBLEM", REFERENCE)
     bundle = load_bundle(PROJECT_ROOT, "staging")
     assert not bundle.resources.get("quality_monitors")
     job = bundle.job("monitoring")
@@ -294,7 +304,7 @@ def test_on_an_empty_workspace_the_monitoring_job_creates_the_monitor_after_unpa
     entity = f"entity-{uuid.uuid4().hex}"
     platform.save_table(_payload(spark, entity), payload_table)
     entities = spark.createDataFrame(
-        [(entity, "fares", "fare_model-3", "CUSTOM_MODEL", "m.s.fare_model", "3", dt.datetime(2024, 5, 1))],
+        [(entity, "endpoint", "model-3", "CUSTOM_MODEL", "m.s.model", "3", dt.datetime(2024, 5, 1))],
         SERVED_ENTITIES_DDL,
     )
     known = platform.table_exists(SERVED_ENTITIES_TABLE)
@@ -311,4 +321,5 @@ def test_on_an_empty_workspace_the_monitoring_job_creates_the_monitor_after_unpa
     recorded = quality_monitors(platform).recorded(monitoring_table)
     assert recorded["inference_log"]["model_id_col"] == "model_version"
     assert recorded["slicing_exprs"] == ["request_format", "variant"]
-    assert recorded["assets_dir"].endswith("/monitoring/fare_endpoint")
+    assert recorded["assets_dir"].endswith(f"/monitoring/{bundle.variables['inference_table_prefix']}")
+    assert recorded["inference_log"]["label_col"] == "bill"  # the problem's label

@@ -10,35 +10,38 @@ import pandas as pd
 import pytest
 from mlflow.entities.model_registry import ModelVersionSearch
 
+from mlops_template.monitoring.unpack import parse_response
 from mlops_template.serving.ab_model import challenger_rows, key_bucket
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.served_entities import served_entity_id
-from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs
+from mlops_template.serving.spec import EndpointConfig, StickyABSpec, load_endpoint_specs
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.deploy import DeployConfig, run
 from test_serving_support import (
     deploy_champion_and_challenger,
-    fare_inputs,
     invoke,
+    logged_endpoint,
+    model_inputs,
     records_body,
-    register_fare_model,
+    register_classifier,
+    register_regression_model,
     serving,
 )
 
-MODEL = "test.serving_ab.fare_model"
-ENDPOINT = "fares-ab"
+MODEL = "test.serving_ab.scorer"
+ENDPOINT = "scores-ab"
 SHARE = 0.3
 
 
 def test_a_key_maps_to_the_first_8_bytes_of_its_sha256():
-    expected = int.from_bytes(hashlib.sha256(b"rider-17").digest()[:8], "big") / 2**64
-    assert key_bucket("rider-17") == expected
+    expected = int.from_bytes(hashlib.sha256(b"user-17").digest()[:8], "big") / 2**64
+    assert key_bucket("user-17") == expected
     assert key_bucket(42) == key_bucket("42")
     assert key_bucket(None) == key_bucket(float("nan")) == 1.0  # no key: always the champion
 
 
 def test_the_challenger_share_holds_over_many_keys_and_each_key_keeps_its_variant():
-    keys = pd.Series([f"rider-{n}" for n in range(50_000)])
+    keys = pd.Series([f"user-{n}" for n in range(50_000)])
     first = challenger_rows(keys, SHARE)
     assert first.mean() == pytest.approx(SHARE, abs=0.01)
     shuffled = keys.sample(frac=1, random_state=1)
@@ -48,10 +51,9 @@ def test_the_challenger_share_holds_over_many_keys_and_each_key_keeps_its_varian
 
 DEPLOY_ARGUMENTS = (
     f"--endpoint-name={ENDPOINT}",
-    "--catalog=test",
-    "--schema=serving_ab",
+    "--schema=test.serving_ab",
     "--inference-table-enabled=true",
-    "--ab-key-column=rider_id",
+    "--ab-key-column=user_id",
     f"--ab-challenger-share={SHARE}",
     "--experiment-name=/serving-tests/ab",
     "--git-sha=abc",
@@ -72,9 +74,9 @@ def ab_config(platform) -> EndpointConfig:
 
 def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, platform):
     assert [(e.entity_name, e.entity_version) for e in ab_config.served_entities] == [(f"{MODEL}_ab", "1")]
-    assert ab_config.sticky_ab.key_column == "rider_id"
+    assert ab_config.sticky_ab.key_column == "user_id"
     assert (ab_config.sticky_ab.champion_version, ab_config.sticky_ab.challenger_version) == ("1", "2")
-    rows = platform.read_table("test.serving_ab.fares_ab_payload").collect()
+    rows = platform.read_table("test.serving_ab.scores_ab_payload").collect()
     [entity] = ab_config.served_entities
     assert [(row.status_code, row.served_entity_id) for row in rows] == [
         (200, served_entity_id(ENDPOINT, entity))
@@ -83,7 +85,7 @@ def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, p
         MODEL,
         champion_version="1",
         challenger_version="2",
-        key_column="rider_id",
+        key_column="user_id",
         challenger_share=SHARE,
         experiment_id=platform.experiment_id("/serving-tests/ab"),
     )
@@ -91,10 +93,10 @@ def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, p
 
 
 def test_the_local_endpoint_keeps_each_key_on_one_variant(ab_config, tmp_path):
-    frame = fare_inputs(2000, seed=21).assign(rider_id=[f"rider-{n}" for n in range(2000)])
+    frame = model_inputs(2000, seed=21).assign(user_id=[f"user-{n}" for n in range(2000)])
     champion = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(frame)
     challenger = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(frame)
-    expected_variant = np.where(challenger_rows(frame.rider_id, SHARE), "challenger", "champion")
+    expected_variant = np.where(challenger_rows(frame.user_id, SHARE), "challenger", "champion")
     with serving([ab_config], tmp_path) as (url, _):
         answers = [
             invoke(url, ENDPOINT, records_body(frame.iloc[start : start + 250])).json()["predictions"]
@@ -113,9 +115,9 @@ def test_the_local_endpoint_keeps_each_key_on_one_variant(ab_config, tmp_path):
 
 def test_the_ab_model_needs_its_key_column(ab_config, tmp_path):
     with serving([ab_config], tmp_path) as (url, _):
-        response = invoke(url, ENDPOINT, records_body(fare_inputs(1)))
+        response = invoke(url, ENDPOINT, records_body(model_inputs(1)))
     assert response.status_code == 400
-    assert "rider_id" in response.json()["message"]
+    assert "user_id" in response.json()["message"]
 
 
 def test_a_second_ab_deployment_reads_the_pair_of_each_version_from_the_strict_registry(ab_config, platform):
@@ -127,7 +129,7 @@ def test_a_second_ab_deployment_reads_the_pair_of_each_version_from_the_strict_r
     version, and an earlier pair still finds its own."""
     [hit, *_] = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}_ab'")
     assert isinstance(hit, ModelVersionSearch)
-    register_fare_model(platform, MODEL, slope=4.0, aliases=("challenger",))
+    register_regression_model(platform, MODEL, slope=4.0, aliases=("challenger",))
     run(platform, build_config(DeployConfig, [f"--model-name={MODEL}", *DEPLOY_ARGUMENTS]))
     second = _deployed(platform)
     assert (second.sticky_ab.champion_version, second.sticky_ab.challenger_version) == ("1", "3")
@@ -136,8 +138,60 @@ def test_a_second_ab_deployment_reads_the_pair_of_each_version_from_the_strict_r
         MODEL,
         champion_version="1",
         challenger_version="2",
-        key_column="rider_id",
+        key_column="user_id",
         challenger_share=SHARE,
         experiment_id=platform.experiment_id("/serving-tests/ab"),
     )
     assert first_pair.model_version == "1"
+
+
+CLASSIFIER = "test.serving_ab.classifier"
+
+
+@pytest.fixture(scope="module")
+def classifier_ab(platform) -> StickyABSpec:
+    """The sticky A/B model over two versions of a classifier logged to return class probabilities."""
+    platform.configure_mlflow()
+    champion = register_classifier(platform, CLASSIFIER, weight=0.5)
+    challenger = register_classifier(platform, CLASSIFIER, weight=3.0)
+    return register_ab_model(
+        CLASSIFIER,
+        champion_version=champion,
+        challenger_version=challenger,
+        key_column="user_id",
+        challenger_share=SHARE,
+        experiment_id=platform.experiment_id("/serving-tests/ab"),
+    )
+
+
+def test_a_classifier_ab_model_answers_each_rows_class_probabilities_from_its_variant(
+    classifier_ab, ab_config, tmp_path
+):
+    """Served alone, a classifier answers `[p0, p1]` per row; the A/B model answers the same per row
+    (with its variant), so monitoring reads P(label 1) from either. A flattened answer (two values
+    per row laid end to end) would misplace every row's probability."""
+    frame = model_inputs(200, seed=5).assign(user_id=[f"user-{n}" for n in range(200)])
+    versions = (classifier_ab.champion_version, classifier_ab.challenger_version)
+    champion, challenger = (
+        mlflow.pyfunc.load_model(f"models:/{CLASSIFIER}/{v}").predict(frame) for v in versions
+    )
+    to_challenger = challenger_rows(frame.user_id, SHARE)
+    expected = np.where(to_challenger[:, None], challenger, champion)
+    assert expected.shape == (200, 2) and 0.2 < to_challenger.mean() < 0.4
+    config = logged_endpoint("classifier-ab", CLASSIFIER, versions[0], sticky_ab=classifier_ab)
+    with serving([config], tmp_path) as (url, _):
+        response = invoke(url, "classifier-ab", records_body(frame))
+    assert response.status_code == 200, response.text
+    answered = pd.DataFrame(response.json()["predictions"])
+    assert np.array(answered.prediction.tolist()) == pytest.approx(expected)
+    assert list(answered.variant) == list(np.where(to_challenger, "challenger", "champion"))
+    unpacked, _ = parse_response(response.text, classifier=True)
+    assert [row["prediction"] for row in unpacked] == pytest.approx(expected[:, 1])
+    prediction_types = {
+        model: mlflow.models.get_model_info(uri).signature.outputs.to_dict()[0]["type"]
+        for model, uri in (
+            ("classifier", f"models:/{CLASSIFIER}_ab/{classifier_ab.model_version}"),
+            ("regression", f"models:/{MODEL}_ab/{ab_config.sticky_ab.model_version}"),
+        )
+    }
+    assert prediction_types == {"classifier": "array", "regression": "double"}

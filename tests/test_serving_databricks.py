@@ -11,8 +11,6 @@ help, cmd/workspace/serving-endpoints/serving-endpoints.go).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -44,7 +42,7 @@ from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endp
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.deploy import DeployConfig
 
-MODEL = "prod.taxi.fare_model"
+MODEL = "prod.ml.scorer"
 _ENDPOINT_PATH = re.compile(r"^/api/2\.0/serving-endpoints/(?P<name>[^/]+)(?P<rest>/.*)?$")
 _PERMISSIONS_PATH = re.compile(r"^/api/2\.0/permissions/serving-endpoints/(?P<id>[^/]+)$")
 CREATOR = "deployer@example.com"
@@ -168,10 +166,10 @@ def _deployer(host: str, timeout: timedelta = timedelta(seconds=30)) -> Databric
 
 
 def _config(
-    *, table_enabled: bool = True, challenger: str | None = "4", prefix: str = "fares", query_group: str = ""
+    *, table_enabled: bool = True, challenger: str | None = "4", prefix: str = "scores", query_group: str = ""
 ) -> EndpointConfig:
     return endpoint_config(
-        endpoint_name="fares-prod",
+        endpoint_name="scores-prod",
         model_name=MODEL,
         champion_version="3",
         challenger_version=challenger,
@@ -179,7 +177,7 @@ def _config(
         workload_size="Small",
         scale_to_zero=False,
         inference_table=InferenceTableSpec(
-            enabled=table_enabled, catalog_name="prod", schema_name="taxi", table_name_prefix=prefix
+            enabled=table_enabled, catalog_name="prod", schema_name="ml", table_name_prefix=prefix
         ),
         git_sha="0123abc",
         query_group=query_group,
@@ -196,16 +194,16 @@ def test_a_missing_endpoint_is_created_with_gateway_and_tags_then_awaited(fake_w
         (e.name, e.entity_name, e.entity_version, e.workload_size, e.scale_to_zero_enabled)
         for e in core.served_entities
     ] == [
-        ("fare_model-3", MODEL, "3", "Small", False),
-        ("fare_model-4", MODEL, "4", "Small", False),
+        ("scorer-3", MODEL, "3", "Small", False),
+        ("scorer-4", MODEL, "4", "Small", False),
     ]
     assert [(r.served_entity_name, r.traffic_percentage) for r in core.traffic_config.routes] == [
-        ("fare_model-3", 90),
-        ("fare_model-4", 10),
+        ("scorer-3", 90),
+        ("scorer-4", 10),
     ]
     table = AiGatewayConfig.from_dict(create["ai_gateway"]).inference_table_config
     assert table == AiGatewayInferenceTableConfig(
-        catalog_name="prod", schema_name="taxi", table_name_prefix="fares", enabled=True
+        catalog_name="prod", schema_name="ml", table_name_prefix="scores", enabled=True
     )
     tags = {tag.key: tag.value for tag in map(EndpointTag.from_dict, create["tags"])}
     assert tags == {
@@ -214,7 +212,7 @@ def test_a_missing_endpoint_is_created_with_gateway_and_tags_then_awaited(fake_w
         "challenger_version": "4",
         "git_sha": "0123abc",
     }
-    gets = [path for method, path, _ in fake.calls if method == "GET" and path.endswith("/fares-prod")]
+    gets = [path for method, path, _ in fake.calls if method == "GET" and path.endswith("/scores-prod")]
     assert len(gets) == 1 + fake.polls_until_ready + 1  # existence check, polls in progress, ready
     assert not fake.bodies("PUT", "/ai-gateway") and not fake.bodies("PATCH", "/tags")
 
@@ -222,18 +220,18 @@ def test_a_missing_endpoint_is_created_with_gateway_and_tags_then_awaited(fake_w
 def test_an_existing_endpoint_gets_the_new_config_table_location_and_tags(fake_workspace):
     fake, host = fake_workspace
     fake.add_endpoint(
-        "fares-prod",
-        config={"served_entities": [{"name": "fare_model-2", "entity_name": MODEL, "entity_version": "2"}]},
+        "scores-prod",
+        config={"served_entities": [{"name": "scorer-2", "entity_name": MODEL, "entity_version": "2"}]},
         ai_gateway={
             "inference_table_config": {
                 "enabled": True,
                 "catalog_name": "prod",
-                "schema_name": "taxi",
+                "schema_name": "ml",
                 "table_name_prefix": "old",
             },
             "rate_limits": [{"calls": 100, "renewal_period": "minute", "key": "user"}],
         },
-        tags=[{"key": "challenger_version", "value": "2"}, {"key": "team", "value": "fares"}],
+        tags=[{"key": "challenger_version", "value": "2"}, {"key": "team", "value": "scores"}],
     )
     _deployer(host).deploy(_config(challenger=None))
 
@@ -242,13 +240,13 @@ def test_an_existing_endpoint_gets_the_new_config_table_location_and_tags(fake_w
     assert TrafficConfig.from_dict(update["traffic_config"]).routes[0].traffic_percentage == 100
     disable, enable = (AiGatewayConfig.from_dict(body) for body in fake.bodies("PUT", "/ai-gateway"))
     assert disable.inference_table_config.enabled is False
-    assert enable.inference_table_config.table_name_prefix == "fares"
+    assert enable.inference_table_config.table_name_prefix == "scores"
     assert enable.inference_table_config.enabled is True
     assert enable.rate_limits[0].calls == 100  # other gateway settings are kept
     [patch] = fake.bodies("PATCH", "/tags")
     assert patch["delete_tags"] == ["challenger_version"]
-    assert {t["key"]: t["value"] for t in fake.endpoints["fares-prod"]["tags"]} == {
-        "team": "fares",
+    assert {t["key"]: t["value"] for t in fake.endpoints["scores-prod"]["tags"]} == {
+        "team": "scores",
         "model_name": MODEL,
         "model_version": "3",
         "git_sha": "0123abc",
@@ -271,7 +269,7 @@ def test_an_endpoint_that_never_gets_ready_fails_with_a_clear_error(fake_workspa
     fake.polls_until_ready = 10**9
     with pytest.raises(
         EndpointDeploymentError,
-        match=r"fares-prod was not ready after 0:00:00.3.*IN_PROGRESS.*previous one.*--ready-timeout-minutes",
+        match=r"scores-prod was not ready after 0:00:00.3.*IN_PROGRESS.*previous one.*--ready-timeout-min",
     ):
         _deployer(host, timeout=timedelta(seconds=0.3)).deploy(_config())
 
@@ -297,16 +295,16 @@ def test_a_deploy_meeting_an_update_in_progress_waits_for_it_then_applies_its_ow
     fake, host = fake_workspace
     fake.polls_until_ready = 2
     fake.add_endpoint(
-        "fares-prod",
+        "scores-prod",
         updating=True,
-        config={"served_entities": [{"name": "fare_model-2", "entity_name": MODEL, "entity_version": "2"}]},
+        config={"served_entities": [{"name": "scorer-2", "entity_name": MODEL, "entity_version": "2"}]},
     )
     _deployer(host).deploy(_config(challenger=None))
 
     assert 409 not in fake.statuses  # it waited instead of being refused
     [update] = fake.bodies("PUT", "/config")
     assert [ServedEntityInput.from_dict(e).entity_version for e in update["served_entities"]] == ["3"]
-    methods = [m for m, p, _ in fake.calls if p.endswith("/fares-prod") or p.endswith("/config")]
+    methods = [m for m, p, _ in fake.calls if p.endswith("/scores-prod") or p.endswith("/config")]
     # existing (in progress), the waiter's polls (in progress, then done), then our update
     assert methods[:4] == ["GET", "GET", "GET", "PUT"]
 
@@ -316,8 +314,8 @@ def test_an_update_refused_because_another_started_is_applied_after_it(fake_work
     libs/testserver/serving_endpoints.go); the SDK maps it to `errors.ResourceConflict`."""
     fake, host = fake_workspace
     fake.add_endpoint(
-        "fares-prod",
-        config={"served_entities": [{"name": "fare_model-2", "entity_name": MODEL, "entity_version": "2"}]},
+        "scores-prod",
+        config={"served_entities": [{"name": "scorer-2", "entity_name": MODEL, "entity_version": "2"}]},
     )
     fake.conflicts_before_update = 1
     _deployer(host).deploy(_config(challenger=None))
@@ -325,7 +323,7 @@ def test_an_update_refused_because_another_started_is_applied_after_it(fake_work
     assert fake.statuses.count(409) == 1
     refused, applied = fake.bodies("PUT", "/config")
     assert refused == applied
-    assert fake.endpoints["fares-prod"]["config"] == applied
+    assert fake.endpoints["scores-prod"]["config"] == applied
 
 
 def test_an_endpoint_already_serving_the_config_is_not_updated_again(fake_workspace):
@@ -355,7 +353,7 @@ def test_a_failed_earlier_update_does_not_block_a_deploy_of_what_is_served(fake_
     fake.outcome, fake.ready = "UPDATE_FAILED", "READY"
     deployer.deploy(_config(query_group="readers"))
     assert len(fake.bodies("PUT", "/config")) == 0
-    assert fake.bodies("PATCH", "/id-fares-prod")[-1]["access_control_list"][0]["group_name"] == "readers"
+    assert fake.bodies("PATCH", "/id-scores-prod")[-1]["access_control_list"][0]["group_name"] == "readers"
 
 
 def test_the_query_group_gets_can_query_and_the_creator_keeps_can_manage(fake_workspace):
@@ -363,26 +361,26 @@ def test_the_query_group_gets_can_query_and_the_creator_keeps_can_manage(fake_wo
     replaces all direct ones (databricks/sdk/service/serving.py); levels: ServingEndpointPermissionLevel."""
     fake, host = fake_workspace
     deployer = _deployer(host)
-    config = _config(query_group="fare-readers")
+    config = _config(query_group="score-readers")
     deployer.deploy(config)
 
-    [patch] = fake.bodies("PATCH", "/permissions/serving-endpoints/id-fares-prod")
+    [patch] = fake.bodies("PATCH", "/permissions/serving-endpoints/id-scores-prod")
     assert [ServingEndpointAccessControlRequest.from_dict(e) for e in patch["access_control_list"]] == [
         ServingEndpointAccessControlRequest(
-            group_name="fare-readers", permission_level=ServingEndpointPermissionLevel.CAN_QUERY
+            group_name="score-readers", permission_level=ServingEndpointPermissionLevel.CAN_QUERY
         )
     ]
-    assert not fake.bodies("PUT", "/permissions/serving-endpoints/id-fares-prod")
-    acl = ServingEndpointPermissions.from_dict({"access_control_list": fake.acls["id-fares-prod"]})
+    assert not fake.bodies("PUT", "/permissions/serving-endpoints/id-scores-prod")
+    acl = ServingEndpointPermissions.from_dict({"access_control_list": fake.acls["id-scores-prod"]})
     held = {
         (entry.user_name or entry.group_name, entry.all_permissions[0].permission_level.value)
         for entry in acl.access_control_list
     }
-    assert held == {(CREATOR, "CAN_MANAGE"), ("fare-readers", "CAN_QUERY")}
+    assert held == {(CREATOR, "CAN_MANAGE"), ("score-readers", "CAN_QUERY")}
     assert deployer.serves(config)
     assert not deployer.serves(_config(query_group="other-readers"))
     deployer.deploy(config)
-    assert len(fake.bodies("PATCH", "/permissions/serving-endpoints/id-fares-prod")) == 1
+    assert len(fake.bodies("PATCH", "/permissions/serving-endpoints/id-scores-prod")) == 1
 
 
 def test_the_wait_is_configurable_with_a_generous_default(fake_workspace):
@@ -390,7 +388,7 @@ def test_the_wait_is_configurable_with_a_generous_default(fake_workspace):
     bundle/direct/dresources/model_serving_endpoint.go)."""
     assert timedelta(minutes=35) <= DEFAULT_READY_TIMEOUT
     assert endpoint_deployer(DatabricksPlatform()).timeout == DEFAULT_READY_TIMEOUT
-    arguments = ["--model-name=a.b.c", "--endpoint-name=e", "--catalog=a", "--schema=b"]
+    arguments = ["--model-name=a.b.c", "--endpoint-name=e", "--schema=a.b"]
     config = build_config(DeployConfig, arguments)
     assert config.ready_timeout_minutes == 45
     minutes = timedelta(minutes=config.ready_timeout_minutes)
@@ -401,36 +399,8 @@ def test_an_endpoint_is_deleted_once(fake_workspace):
     fake, host = fake_workspace
     deployer = _deployer(host)
     deployer.deploy(_config())
-    assert deployer.delete("fares-prod")
-    assert not deployer.delete("fares-prod")
-    assert "fares-prod" not in fake.endpoints
-    assert len(fake.bodies("DELETE", "/serving-endpoints/fares-prod")) == 2
+    assert deployer.delete("scores-prod")
+    assert not deployer.delete("scores-prod")
+    assert "scores-prod" not in fake.endpoints
+    assert len(fake.bodies("DELETE", "/serving-endpoints/scores-prod")) == 2
 
-
-def _imported_after(*modules: str) -> set[str]:
-    """The modules a fresh interpreter has loaded after importing `modules`."""
-    code = f"import sys\nfor m in {list(modules)!r}: __import__(m)\nprint(' '.join(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return set(result.stdout.split())
-
-
-def test_the_databricks_path_never_imports_the_local_server():
-    """The wheel's Databricks path must not load the local server (uvicorn, our starlette app); MLflow
-    itself loads some starlette modules, so only those are allowed."""
-    loaded = _imported_after(
-        "mlops_template.serving.deploy",
-        "mlops_template.tasks.deploy",
-        "mlops_template.platform.databricks",
-        "mlops_template.monitoring.quality_monitor",
-        "mlops_template.tasks.teardown",
-    )
-    local_server = {
-        "mlops_laptop.serving.app",
-        "mlops_laptop.serving.server",
-        "mlops_laptop.serving.local_deploy",
-        "mlops_laptop.serving.endpoint",
-    }
-    assert not loaded & local_server
-    assert not {m for m in loaded if m.split(".")[0] == "uvicorn"}
-    by_mlflow = _imported_after("mlflow", "databricks.sdk")
-    assert {m for m in loaded if m.split(".")[0] == "starlette"} <= by_mlflow

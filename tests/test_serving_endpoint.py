@@ -40,25 +40,25 @@ from mlops_laptop.serving.router import TrafficRouter
 from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, RouteSpec
 from test_serving_support import (
-    fare_inputs,
     invoke,
     logged_endpoint,
+    model_inputs,
     records_body,
     register_failing_model,
-    register_fare_model,
+    register_regression_model,
     serving,
 )
 
-MODEL = "test.serving_endpoint.fare_model"
-ENDPOINT = "fares"
-CHAMPION, CHALLENGER = "fare_model-1", "fare_model-2"
+MODEL = "test.serving_endpoint.scorer"
+ENDPOINT = "scores"
+CHAMPION, CHALLENGER = "scorer-1", "scorer-2"
 
 
 @pytest.fixture(scope="module")
 def config(platform) -> EndpointConfig:
     platform.configure_mlflow()
-    champion = register_fare_model(platform, MODEL, slope=2.0)
-    challenger = register_fare_model(platform, MODEL, slope=3.0)
+    champion = register_regression_model(platform, MODEL, slope=2.0)
+    challenger = register_regression_model(platform, MODEL, slope=3.0)
     assert (champion, challenger) == ("1", "2")
     return logged_endpoint(ENDPOINT, MODEL, champion, challenger, challenger_percent=30)
 
@@ -96,7 +96,7 @@ def _formats(frame: pd.DataFrame) -> dict[str, dict]:
 
 @pytest.mark.parametrize("input_format", ["dataframe_split", "dataframe_records", "instances", "inputs"])
 def test_each_input_format_gets_the_models_predictions(url, champion_model, input_format):
-    frame = fare_inputs(4, seed=11)
+    frame = model_inputs(4, seed=11)
     response = invoke(url, ENDPOINT, _formats(frame)[input_format], served=CHAMPION)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
@@ -104,9 +104,9 @@ def test_each_input_format_gets_the_models_predictions(url, champion_model, inpu
 
 
 def test_extra_columns_are_ignored_and_nulls_reach_a_model_that_imputes(url, champion_model):
-    frame = fare_inputs(2, seed=12)
-    body = records_body(frame.assign(rider_id=["r1", "r2"]))
-    body["dataframe_records"][0]["trip_distance"] = None
+    frame = model_inputs(2, seed=12)
+    body = records_body(frame.assign(user_id=["r1", "r2"]))
+    body["dataframe_records"][0]["distance"] = None
     response = invoke(url, ENDPOINT, body, served=CHAMPION)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -115,16 +115,16 @@ def test_extra_columns_are_ignored_and_nulls_reach_a_model_that_imputes(url, cha
 
 
 def _good_body() -> dict:
-    return records_body(fare_inputs(1, seed=13))
+    return records_body(model_inputs(1, seed=13))
 
 
 def _without(column: str) -> dict:
-    return records_body(fare_inputs(1).drop(columns=[column]))
+    return records_body(model_inputs(1).drop(columns=[column]))
 
 
 def _bad_type() -> dict:
     body = _good_body()
-    body["dataframe_records"][0]["trip_distance"] = "far"
+    body["dataframe_records"][0]["distance"] = "far"
     return body
 
 
@@ -141,27 +141,27 @@ BAD_REQUESTS = {
     ),
     "no input key": ({"data": [1]}, None, 400, "exactly one of dataframe_records, dataframe_split, inputs"),
     "two input keys": (
-        {"inputs": {"trip_distance": [1.0]}, "instances": [{"trip_distance": 1.0}]},
+        {"inputs": {"distance": [1.0]}, "instances": [{"distance": 1.0}]},
         None,
         400,
         r"exactly one of .*got \['inputs', 'instances'\]",
     ),
     "missing column": (
-        _without("trip_distance"),
+        _without("distance"),
         None,
         400,
-        r"dataframe_records is missing inputs \['trip_distance'\]",
+        r"dataframe_records is missing inputs \['distance'\]",
     ),
-    "wrong type": (_bad_type(), None, 400, "trip_distance"),
+    "wrong type": (_bad_type(), None, 400, "distance"),
     "empty records": ({"dataframe_records": []}, None, 400, "dataframe_records has no rows"),
     "empty split": (
-        {"dataframe_split": {"columns": ["trip_distance"], "data": []}},
+        {"dataframe_split": {"columns": ["distance"], "data": []}},
         None,
         400,
         "dataframe_split has no rows",
     ),
     "malformed split": (
-        {"dataframe_split": {"columns": ["trip_distance"], "data": "x"}},
+        {"dataframe_split": {"columns": ["distance"], "data": "x"}},
         None,
         400,
         "dataframe_split",
@@ -263,12 +263,12 @@ def test_a_streamed_body_over_16_mb_is_cut_off(url):
 def test_unknown_endpoints_paths_and_served_models_are_404_json(url):
     for response in (
         invoke(url, "nope", _good_body()),
-        invoke(url, ENDPOINT, _good_body(), served="fare_model-9"),
+        invoke(url, ENDPOINT, _good_body(), served="scorer-9"),
         requests.get(f"{url}/nothing-here", timeout=10),
     ):
         assert response.status_code == 404
         assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    assert "fare_model-1" in invoke(url, ENDPOINT, _good_body(), served="x").json()["message"]
+    assert "scorer-1" in invoke(url, ENDPOINT, _good_body(), served="x").json()["message"]
     assert requests.get(f"{url}/serving-endpoints/{ENDPOINT}/invocations", timeout=10).status_code == 405
 
 
@@ -312,12 +312,12 @@ def test_the_router_draws_each_route_with_its_percentage():
 
 
 def test_every_request_lands_in_the_inference_table_on_shutdown(config, tmp_path):
-    frame = fare_inputs(2, seed=14)
+    frame = model_inputs(2, seed=14)
     with serving([config], tmp_path) as (base_url, _):
-        ok = invoke(base_url, ENDPOINT, records_body(frame, client_request_id="trip-42"), served=CHAMPION)
+        ok = invoke(base_url, ENDPOINT, records_body(frame, client_request_id="request-42"), served=CHAMPION)
         bad = invoke(base_url, ENDPOINT, {"dataframe_records": []}, served=CHALLENGER)
         invoke(base_url, ENDPOINT, "x", headers={"Content-Type": "text/csv"})
-        invoke(base_url, ENDPOINT, _good_body(), served="fare_model-9")
+        invoke(base_url, ENDPOINT, _good_body(), served="scorer-9")
         assert _declare_oversized_body(base_url)[0] == 413
         table_dir = local_table_dir(tmp_path, config.inference_table.payload_table)
         assert not list(table_dir.glob("*.parquet")), "records are batched, not written per request"
@@ -326,10 +326,10 @@ def test_every_request_lands_in_the_inference_table_on_shutdown(config, tmp_path
     [too_large] = rows[rows.status_code == 413].itertuples()
     assert (too_large.request, list(too_large.logging_error_codes)) == (None, ["MAX_REQUEST_SIZE_EXCEEDED"])
     answered = rows.loc[ok.headers["x-request-id"]]
-    assert answered.client_request_id == "trip-42"
+    assert answered.client_request_id == "request-42"
     ids = {entity.name: served_entity_id(ENDPOINT, entity) for entity in config.served_entities}
     assert answered.served_entity_id == ids[CHAMPION]  # an opaque id, as Databricks logs
-    assert json.loads(answered.request)["dataframe_records"][0]["pickup_zip"] == int(frame.pickup_zip[0])
+    assert json.loads(answered.request)["dataframe_records"][0]["zone"] == int(frame.zone[0])
     assert json.loads(answered.response) == ok.json()
     assert answered.requester == "local" and answered.sampling_fraction == 1.0
     assert answered.execution_duration_ms >= 0 and str(answered.request_date) == str(
@@ -377,22 +377,22 @@ def _race(base_url: str, bodies: list[dict]) -> list[requests.Response]:
 
 def test_concurrent_requests_share_model_calls_and_a_bad_one_fails_alone(config, tmp_path):
     clients, bad = 12, {3, 8}
-    bodies = [records_body(fare_inputs(3, seed=100 + n)) for n in range(clients)]
+    bodies = [records_body(model_inputs(3, seed=100 + n)) for n in range(clients)]
     with serving([config], tmp_path, batching=BatchSettings(max_wait_ms=100)) as (base_url, [endpoint]):
         responses = _race(base_url, bodies)
         stats = endpoint.models[CHAMPION].batcher.stats
         assert (stats.requests, stats.model_calls < clients) == (clients, True)
         for n in bad:
-            bodies[n]["dataframe_records"][1]["trip_distance"] = "far"  # refused when its batch is conformed
+            bodies[n]["dataframe_records"][1]["distance"] = "far"  # refused when its batch is conformed
         mixed = _race(base_url, bodies)
     model = endpoint.models[CHAMPION].model
     for n, body in enumerate(bodies):
         if n in bad:
             assert mixed[n].status_code == 400
-            assert "trip_distance" in mixed[n].json()["message"]
+            assert "distance" in mixed[n].json()["message"]
         else:
             expected = list(
-                model.predict(pd.DataFrame(body["dataframe_records"]).astype(fare_inputs(1).dtypes))
+                model.predict(pd.DataFrame(body["dataframe_records"]).astype(model_inputs(1).dtypes))
             )
             assert responses[n].json()["predictions"] == pytest.approx(expected)
             assert mixed[n].json()["predictions"] == pytest.approx(expected)
@@ -466,7 +466,7 @@ def test_a_model_that_raises_on_valid_input_is_a_500_logged_with_its_status(fail
     model that fails on an input its signature accepts must not be blamed on the client."""
     with serving([failing_config], tmp_path) as (base_url, _):
         failed = invoke(base_url, "broken", _good_body())
-        refused = invoke(base_url, "broken", {"dataframe_records": [{"trip_distance": "far"}]})
+        refused = invoke(base_url, "broken", {"dataframe_records": [{"distance": "far"}]})
         assert requests.get(f"{base_url}/ping", timeout=10).status_code == 200
     assert failed.status_code == 500, failed.text
     assert failed.json()["error_code"] == "INTERNAL_ERROR"

@@ -19,11 +19,11 @@ from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
 from mlops_template.serving.spec import endpoint_spec_path, load_endpoint_specs
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.deploy import DeployConfig
-from test_serving_support import deploy_champion_and_challenger, fare_inputs, invoke, records_body
+from test_serving_support import deploy_champion_and_challenger, invoke, model_inputs, records_body
 
-MODEL = "test.serving_deploy.fare_model"
-ENDPOINT = "fares-dev"
-PAYLOAD_TABLE = "test.serving_deploy.fares_dev_payload"
+MODEL = "test.serving_deploy.scorer"
+ENDPOINT = "scores-dev"
+PAYLOAD_TABLE = "test.serving_deploy.scores_dev_payload"
 SERVE = "import typer; from mlops_laptop.serving.cli import serve_command; typer.run(serve_command)"
 
 
@@ -33,8 +33,7 @@ def deployed(platform) -> None:
         platform,
         MODEL,
         f"--endpoint-name={ENDPOINT}",
-        "--catalog=test",
-        "--schema=serving_deploy",
+        "--schema=test.serving_deploy",
         "--inference-table-enabled=true",
         "--challenger-traffic-percent=25",
         "--workload-size=Medium",
@@ -45,8 +44,8 @@ def test_the_spec_is_recorded_and_each_served_entity_answered_its_example(deploy
     [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
     assert endpoint_spec_path(platform.state_dir, ENDPOINT).is_file()
     assert {r.served_entity_name: r.traffic_percentage for r in config.routes} == {
-        "fare_model-1": 75,
-        "fare_model-2": 25,
+        "scorer-1": 75,
+        "scorer-2": 25,
     }
     assert config.tags["git_sha"] == "unknown"
     payload = platform.read_table(PAYLOAD_TABLE)
@@ -73,8 +72,8 @@ def test_the_deployer_records_the_served_entities_the_payload_ids_name(deployed,
         (row.endpoint_name, row.served_entity_name, row.entity_name, row.entity_version, row.entity_type)
         for row in joined.collect()
     ) == [
-        (ENDPOINT, "fare_model-1", MODEL, "1", "CUSTOM_MODEL"),
-        (ENDPOINT, "fare_model-2", MODEL, "2", "CUSTOM_MODEL"),
+        (ENDPOINT, "scorer-1", MODEL, "1", "CUSTOM_MODEL"),
+        (ENDPOINT, "scorer-2", MODEL, "2", "CUSTOM_MODEL"),
     ]
 
 
@@ -121,12 +120,12 @@ def test_mlops_serve_answers_with_a_token_and_flushes_the_table_on_sigterm(
         _wait_until_up(url, process, log_path)
         auth = {"Authorization": f"Bearer {token}"}
         answered = invoke(
-            url, ENDPOINT, records_body(fare_inputs(2), client_request_id="serve-1"), headers=auth
+            url, ENDPOINT, records_body(model_inputs(2), client_request_id="serve-1"), headers=auth
         )
-        refused = invoke(url, ENDPOINT, {"dataframe_records": [{"trip_distance": "x"}]}, headers=auth)
-        anonymous = invoke(url, ENDPOINT, records_body(fare_inputs(1)))
+        refused = invoke(url, ENDPOINT, {"dataframe_records": [{"distance": "x"}]}, headers=auth)
+        anonymous = invoke(url, ENDPOINT, records_body(model_inputs(1)))
         assert (answered.status_code, refused.status_code, anonymous.status_code) == (200, 400, 401)
-        assert answered.headers["served-model-name"] in {"fare_model-1", "fare_model-2"}
+        assert answered.headers["served-model-name"] in {"scorer-1", "scorer-2"}
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
@@ -167,13 +166,23 @@ def test_mlops_serve_refuses_an_unset_token_variable(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--challenger-traffic-percent=10", "--ab-key-column=rider", "--experiment-name=/x"], "not both"),
-        (["--ab-key-column=rider"], "needs --experiment-name"),
+        (["--challenger-traffic-percent=10", "--ab-key-column=user", "--experiment-name=/x"], "not both"),
+        (["--ab-key-column=user"], "needs --experiment-name"),
         (["--workload-size=Huge"], "--workload-size"),
         (["--challenger-traffic-percent=101"], "--challenger-traffic-percent"),
     ],
 )
 def test_the_deploy_task_refuses_contradictory_parameters(extra, message):
-    base = ["--model-name=a.b.c", "--endpoint-name=e", "--catalog=a", "--schema=b"]
+    base = ["--model-name=a.b.c", "--endpoint-name=e", "--schema=a.b"]
     with pytest.raises(TaskArgumentError, match=message):
         build_config(DeployConfig, base + extra)
+
+
+def test_the_deploy_task_takes_its_schema_as_catalog_dot_schema_like_the_other_pipeline_tasks():
+    base = ["--model-name=a.b.c", "--endpoint-name=e"]
+    config = build_config(DeployConfig, [*base, "--schema=a.b"])
+    assert (config.catalog, config.schema_name) == ("a", "b")
+    with pytest.raises(TaskArgumentError, match="--schema: .*not a two-level Unity Catalog schema name"):
+        build_config(DeployConfig, [*base, "--schema=b"])
+    with pytest.raises(TaskArgumentError, match="--catalog: Extra inputs are not permitted"):
+        build_config(DeployConfig, [*base, "--catalog=a", "--schema=a.b"])

@@ -16,10 +16,10 @@ from databricks.sdk.service.serving import DataframeSplitInput, QueryEndpointRes
 from mlflow.deployments import get_deploy_client
 
 from mlops_laptop.serving.endpoint import Endpoint
-from test_serving_support import fare_inputs, logged_endpoint, register_fare_model, serving
+from test_serving_support import logged_endpoint, model_inputs, register_regression_model, serving
 
-MODEL = "test.serving_sdk.fare_model"
-ENDPOINT = "fares-sdk"
+MODEL = "test.serving_sdk.scorer"
+ENDPOINT = "scores-sdk"
 TOKEN = "sdk-token-5d1e07"
 
 
@@ -27,8 +27,8 @@ TOKEN = "sdk-token-5d1e07"
 def endpoint(platform, tmp_path_factory) -> Iterator[tuple[str, Endpoint]]:
     """Champion and challenger (half the traffic each) served with a token on loopback."""
     platform.configure_mlflow()
-    champion = register_fare_model(platform, MODEL, slope=2.0)
-    challenger = register_fare_model(platform, MODEL, slope=3.0)
+    champion = register_regression_model(platform, MODEL, slope=2.0)
+    challenger = register_regression_model(platform, MODEL, slope=3.0)
     config = logged_endpoint(ENDPOINT, MODEL, champion, challenger, challenger_percent=50)
     with serving([config], tmp_path_factory.mktemp("sdk-endpoint"), token=TOKEN) as (url, [local]):
         yield url, local
@@ -66,7 +66,7 @@ def test_the_sdk_query_gets_predictions_and_the_served_model_name(endpoint, data
     `served-model-name` response header into `QueryEndpointResponse.served_model_name`
     (databricks/sdk/service/serving.py)."""
     _, local = endpoint
-    frame = fare_inputs(3, seed=21)
+    frame = model_inputs(3, seed=21)
     workspace = WorkspaceClient(host=databricks_env, token=TOKEN)
     served = set()
     for _ in range(8):  # half the traffic each: both served entities answer, each with its own model
@@ -75,7 +75,7 @@ def test_the_sdk_query_gets_predictions_and_the_served_model_name(endpoint, data
         expected = local.models[response.served_model_name].model.predict(frame)
         assert response.predictions == pytest.approx(list(expected))
         served.add(response.served_model_name)
-    assert served <= {"fare_model-1", "fare_model-2"}
+    assert served <= {"scorer-1", "scorer-2"}
 
 
 def test_the_sdk_raises_its_own_errors_for_refusals(endpoint, databricks_env):
@@ -83,7 +83,7 @@ def test_the_sdk_raises_its_own_errors_for_refusals(endpoint, databricks_env):
     SDK turns into its typed errors (databricks/sdk/errors)."""
     workspace = WorkspaceClient(host=databricks_env, token=TOKEN)
     with pytest.raises(BadRequest, match="missing inputs"):
-        workspace.serving_endpoints.query(name=ENDPOINT, dataframe_records=[{"trip_distance": "far"}])
+        workspace.serving_endpoints.query(name=ENDPOINT, dataframe_records=[{"distance": "far"}])
     with pytest.raises(NotFound, match="does not exist"):
         workspace.serving_endpoints.query(name="no-such-endpoint", dataframe_records=[{"x": 1}])
     with pytest.raises(Unauthenticated):
@@ -96,7 +96,7 @@ def test_the_mlflow_databricks_deployments_client_predicts(endpoint, databricks_
     """`get_deploy_client("databricks").predict` posts the inputs to /serving-endpoints/{endpoint}/
     invocations with the workspace credentials (mlflow/deployments/databricks/__init__.py)."""
     _, local = endpoint
-    frame = fare_inputs(2, seed=22)
+    frame = model_inputs(2, seed=22)
     client = get_deploy_client("databricks")
     response = client.predict(endpoint=ENDPOINT, inputs=_formats(frame)["dataframe_records"])
     candidates = [list(model.model.predict(frame)) for model in local.models.values()]

@@ -34,17 +34,17 @@ from mlops_template.serving.spec import (
 )
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.deploy import DeployConfig, run
-from test_serving_support import deploy_champion_and_challenger, register_fare_model
+from test_serving_support import deploy_champion_and_challenger, register_regression_model
 
-MODEL = "test.serving_spec.fare_model"
+MODEL = "test.serving_spec.scorer"
 TABLE = InferenceTableSpec(
-    enabled=True, catalog_name="test", schema_name="serving_spec", table_name_prefix="fares"
+    enabled=True, catalog_name="test", schema_name="serving_spec", table_name_prefix="scores"
 )
 
 
 def _config(**overrides) -> EndpointConfig:
     settings = {
-        "endpoint_name": "fares-dev",
+        "endpoint_name": "scores-dev",
         "model_name": MODEL,
         "champion_version": "3",
         "challenger_version": "4",
@@ -64,12 +64,12 @@ def _entity(name: str) -> ServedEntitySpec:
 def test_champion_and_challenger_split_traffic_by_percentage():
     config = _config()
     assert [(e.name, e.entity_version) for e in config.served_entities] == [
-        ("fare_model-3", "3"),
-        ("fare_model-4", "4"),
+        ("scorer-3", "3"),
+        ("scorer-4", "4"),
     ]
     assert [(r.served_entity_name, r.traffic_percentage) for r in config.routes] == [
-        ("fare_model-3", 80),
-        ("fare_model-4", 20),
+        ("scorer-3", 80),
+        ("scorer-4", 20),
     ]
     assert config.tags == {
         "model_name": MODEL,
@@ -82,7 +82,7 @@ def test_champion_and_challenger_split_traffic_by_percentage():
 @pytest.mark.parametrize(("challenger", "percent"), [(None, 20), ("4", 0)])
 def test_without_challenger_or_traffic_the_champion_serves_alone(challenger, percent):
     config = _config(challenger_version=challenger, challenger_traffic_percent=percent)
-    assert [(r.served_entity_name, r.traffic_percentage) for r in config.routes] == [("fare_model-3", 100)]
+    assert [(r.served_entity_name, r.traffic_percentage) for r in config.routes] == [("scorer-3", 100)]
     assert "challenger_version" not in config.tags
 
 
@@ -114,8 +114,8 @@ def test_routes_must_name_each_served_entity_once():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"model_name": "fare_model"}, "three-level"),
-        ({"endpoint_name": "fares dev"}, "String should match pattern"),
+        ({"model_name": "scorer"}, "three-level"),
+        ({"endpoint_name": "scores dev"}, "String should match pattern"),
         ({"challenger_traffic_percent": 120}, r"within 0..100, got 120"),
         ({"workload_size": "Huge"}, "'Small', 'Medium' or 'Large'"),
     ],
@@ -133,31 +133,31 @@ def test_inference_table_needs_a_valid_table_name():
 def test_the_databricks_request_parses_back_with_the_sdk_classes():
     request = build_endpoint_config(_config(workload_size="Medium", scale_to_zero=False))
     core = EndpointCoreConfigInput.from_dict(request.config.as_dict())
-    assert core.name == "fares-dev"
+    assert core.name == "scores-dev"
     assert [
         (e.name, e.entity_name, e.entity_version, e.workload_size, e.scale_to_zero_enabled)
         for e in core.served_entities
     ] == [
-        ("fare_model-3", MODEL, "3", "Medium", False),
-        ("fare_model-4", MODEL, "4", "Medium", False),
+        ("scorer-3", MODEL, "3", "Medium", False),
+        ("scorer-4", MODEL, "4", "Medium", False),
     ]
     assert [(r.served_entity_name, r.traffic_percentage) for r in core.traffic_config.routes] == [
-        ("fare_model-3", 80),
-        ("fare_model-4", 20),
+        ("scorer-3", 80),
+        ("scorer-4", 20),
     ]
     gateway = AiGatewayConfig.from_dict(request.ai_gateway.as_dict()).inference_table_config
     assert (gateway.enabled, gateway.catalog_name, gateway.schema_name, gateway.table_name_prefix) == (
         True,
         "test",
         "serving_spec",
-        "fares",
+        "scores",
     )
     assert EndpointTag.from_dict({"key": "git_sha", "value": "abc123"}) in request.tags
 
 
 def test_the_sticky_ab_model_is_the_only_served_entity_on_databricks():
     sticky = StickyABSpec(
-        key_column="rider_id",
+        key_column="user_id",
         challenger_share=0.3,
         champion_version="3",
         challenger_version="4",
@@ -166,10 +166,10 @@ def test_the_sticky_ab_model_is_the_only_served_entity_on_databricks():
     request = build_endpoint_config(_config(sticky_ab=sticky))
     core = EndpointCoreConfigInput.from_dict(request.config.as_dict())
     assert [(e.name, e.entity_name, e.entity_version) for e in core.served_entities] == [
-        ("fare_model_ab-7", f"{MODEL}_ab", "7")
+        ("scorer_ab-7", f"{MODEL}_ab", "7")
     ]
     assert [(r.served_entity_name, r.traffic_percentage) for r in core.traffic_config.routes] == [
-        ("fare_model_ab-7", 100)
+        ("scorer_ab-7", 100)
     ]
     assert {t.key: t.value for t in request.tags}["ab_model_version"] == "7"
 
@@ -177,7 +177,7 @@ def test_the_sticky_ab_model_is_the_only_served_entity_on_databricks():
 def test_specs_round_trip_through_the_local_state(tmp_path):
     config = _config()
     path = save_endpoint_spec(tmp_path, config)
-    assert path == tmp_path / "endpoints" / "fares-dev.json"
+    assert path == tmp_path / "endpoints" / "scores-dev.json"
     assert load_endpoint_specs(tmp_path) == [config]
     assert load_endpoint_specs(tmp_path / "nothing") == []
 
@@ -187,9 +187,9 @@ def test_aliases_resolve_to_versions_through_the_registry(platform):
     name = "test.serving_spec.alias_model"
     with pytest.raises(MissingChampionError, match=r"no version with alias 'champion'.*train and promote"):
         served_versions(mlflow.MlflowClient(), name)
-    first = register_fare_model(platform, name, slope=2.0, aliases=("champion", "challenger"))
+    first = register_regression_model(platform, name, slope=2.0, aliases=("champion", "challenger"))
     assert served_versions(mlflow.MlflowClient(), name) == (first, None)
-    second = register_fare_model(platform, name, slope=2.5, aliases=("challenger",))
+    second = register_regression_model(platform, name, slope=2.5, aliases=("challenger",))
     assert served_versions(mlflow.MlflowClient(), name) == (first, second)
 
 
@@ -209,20 +209,19 @@ def test_same_service_compares_what_is_served_not_the_tags():
 
 def test_the_deploy_task_deploys_only_when_the_endpoint_does_not_serve_the_wanted_config(platform, caplog):
     """The pipeline runs deploy after every validation: the same champion/challenger is not redeployed."""
-    model, endpoint = "test.serving_spec.idempotent_model", "fares-idempotent"
+    model, endpoint = "test.serving_spec.idempotent_model", "scores-idempotent"
     arguments = [
         f"--model-name={model}",
         f"--endpoint-name={endpoint}",
-        "--catalog=test",
-        "--schema=serving_spec",
+        "--schema=test.serving_spec",
         "--challenger-traffic-percent=20",
-        "--query-group=fare-readers",
+        "--query-group=score-readers",
     ]
     deploy_champion_and_challenger(platform, model, *arguments[1:])
     path = endpoint_spec_path(platform.state_dir, endpoint)
     recorded = path.stat().st_mtime_ns
     assert load_endpoint_spec(platform.state_dir, endpoint).permissions == [
-        PermissionSpec(group_name="fare-readers")
+        PermissionSpec(group_name="score-readers")
     ]
     with caplog.at_level(logging.INFO, logger="mlops_template.tasks.deploy"):
         run(platform, build_config(DeployConfig, [*arguments, "--git-sha=later"]))
@@ -238,11 +237,11 @@ def test_the_deploy_task_deploys_only_when_the_endpoint_does_not_serve_the_wante
     assert deployed.permissions == []
 
 
-@pytest.mark.parametrize("name", ["taxi-fare-dev-józef", "taxi fare", "t" * 64])
+@pytest.mark.parametrize("name", ["scores-dev-józef", "scores dev", "t" * 64])
 def test_the_deploy_task_refuses_an_endpoint_name_databricks_refuses_before_touching_anything(name):
     """Endpoint names: "alphanumeric characters, dashes, and underscores" (databricks-sdk serving.py,
     CreateServingEndpoint.name). The dev name carries `${workspace.current_user.short_name}`, which keeps
     Unicode letters (databricks/cli libs/textutil), so the task says how to choose another name."""
-    arguments = ["--model-name=a.b.c", "--catalog=a", "--schema=b", f"--endpoint-name={name}"]
+    arguments = ["--model-name=a.b.c", "--schema=a.b", f"--endpoint-name={name}"]
     with pytest.raises(TaskArgumentError, match=r"not a valid serving endpoint name.*--var endpoint_name"):
         build_config(DeployConfig, arguments)

@@ -1,5 +1,6 @@
-"""Helpers of the serving tests (no tests here): a small fare model (and one that always fails) in
-the session's registry, a local endpoint served on loopback, and JSON requests to it."""
+"""Helpers of the serving tests (no tests here): small models on neutral synthetic inputs (a
+regression, a classifier and one that always fails) in the session's registry, a local endpoint
+served on loopback, and JSON requests to it."""
 
 from __future__ import annotations
 
@@ -16,51 +17,86 @@ import numpy as np
 import pandas as pd
 import requests
 from mlflow.models import infer_signature
+from sklearn.base import BaseEstimator
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.serving.app import create_app
 from mlops_laptop.serving.endpoint import BatchSettings, Endpoint
 from mlops_laptop.serving.server import LocalServer
-from mlops_template.problem.features import MODEL_INPUT_COLUMNS
-from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, endpoint_config
+from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, StickyABSpec, endpoint_config
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.deploy import DeployConfig, run
 
-_INTEGER_COLUMNS = {"pickup_zip", "dropoff_zip", "pickup_hour", "pickup_weekday", "dropoff_is_weekend"}
+INPUT_COLUMNS = (
+    "distance",
+    "zone",
+    "hour",
+    "weekday",
+    "mean_value_window_1h",
+    "count_window_1h",
+    "count_window_30m",
+    "is_weekend",
+)
+_INTEGER_COLUMNS = {"zone", "hour", "weekday", "is_weekend"}
 
 
-def fare_inputs(rows: int, seed: int = 0) -> pd.DataFrame:
-    """Model inputs with the MODEL_INPUT_COLUMNS names and plausible types."""
+def model_inputs(rows: int, seed: int = 0) -> pd.DataFrame:
+    """Neutral model inputs: doubles (one a distance, three window-like aggregates) and int32 codes."""
     rng = np.random.default_rng(seed)
     values = {
-        "trip_distance": rng.gamma(2.0, 1.5, rows),
-        "pickup_zip": rng.integers(10001, 10050, rows),
-        "dropoff_zip": rng.integers(10001, 10050, rows),
-        "pickup_hour": rng.integers(0, 24, rows),
-        "pickup_weekday": rng.integers(0, 7, rows),
-        "mean_fare_window_1h_pickup_zip": rng.uniform(5, 30, rows),
-        "count_trips_window_1h_pickup_zip": rng.integers(1, 50, rows).astype("float64"),
-        "count_trips_window_30m_dropoff_zip": rng.integers(1, 50, rows).astype("float64"),
-        "dropoff_is_weekend": rng.integers(0, 2, rows),
+        "distance": rng.gamma(2.0, 1.5, rows),
+        "zone": rng.integers(1, 50, rows),
+        "hour": rng.integers(0, 24, rows),
+        "weekday": rng.integers(0, 7, rows),
+        "mean_value_window_1h": rng.uniform(5, 30, rows),
+        "count_window_1h": rng.integers(1, 50, rows).astype("float64"),
+        "count_window_30m": rng.integers(1, 50, rows).astype("float64"),
+        "is_weekend": rng.integers(0, 2, rows),
     }
-    frame = pd.DataFrame({column: values[column] for column in MODEL_INPUT_COLUMNS})
+    frame = pd.DataFrame({column: values[column] for column in INPUT_COLUMNS})
     return frame.astype({column: "int32" for column in _INTEGER_COLUMNS})
 
 
-def register_fare_model(
+def register_regression_model(
     platform: LocalPlatform, name: str, *, slope: float, aliases: tuple[str, ...] = ()
 ) -> str:
-    """Fit imputer + linear regression on generated fares, log and register it; returns the version."""
-    inputs = fare_inputs(300, seed=int(slope * 10))
-    fares = 2.5 + slope * inputs["trip_distance"] + 0.1 * inputs["mean_fare_window_1h_pickup_zip"]
-    model = make_pipeline(SimpleImputer(), LinearRegression()).fit(inputs, fares)
+    """Fit imputer + linear regression on a target linear in `distance`; returns the version."""
+    inputs = model_inputs(300, seed=int(slope * 10))
+    target = 2.5 + slope * inputs["distance"] + 0.1 * inputs["mean_value_window_1h"]
+    model = make_pipeline(SimpleImputer(), LinearRegression()).fit(inputs, target)
+    return _register(platform, name, model, inputs, model.predict(inputs), aliases, predict_fn="predict")
+
+
+def register_classifier(
+    platform: LocalPlatform, name: str, *, weight: float, aliases: tuple[str, ...] = ()
+) -> str:
+    """Fit imputer + logistic regression on a label that grows likelier with `distance`, logged to
+    return per-class probabilities as the pipeline logs classifiers; returns the version."""
+    inputs = model_inputs(300, seed=int(weight * 10))
+    noise = np.random.default_rng(int(weight * 10)).normal(0.0, 1.0, len(inputs))
+    label = (weight * (inputs["distance"] - 3.0) + noise > 0).astype("int64")
+    model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(inputs, label)
+    probabilities = model.predict_proba(inputs)
+    return _register(platform, name, model, inputs, probabilities, aliases, predict_fn="predict_proba")
+
+
+def _register(
+    platform: LocalPlatform,
+    name: str,
+    model: BaseEstimator,
+    inputs: pd.DataFrame,
+    output: np.ndarray,
+    aliases: tuple[str, ...],
+    *,
+    predict_fn: str,
+) -> str:
     experiment_id = platform.experiment_id(f"/serving-tests/{name}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        signature = infer_signature(inputs, model.predict(inputs))
+        signature = infer_signature(inputs, output)
     with mlflow.start_run(experiment_id=experiment_id):
         info = mlflow.sklearn.log_model(
             model,
@@ -70,6 +106,7 @@ def register_fare_model(
             pip_requirements=["scikit-learn"],
             skops_trusted_types=["numpy.dtype"],
             registered_model_name=name,
+            pyfunc_predict_fn=predict_fn,
         )
     version = str(info.registered_model_version)
     for alias in aliases:
@@ -85,8 +122,8 @@ class FailingModel(mlflow.pyfunc.PythonModel):
 
 
 def register_failing_model(platform: LocalPlatform, name: str) -> str:
-    """Register a FailingModel with the fare inputs' signature; returns the version."""
-    inputs = fare_inputs(3)
+    """Register a FailingModel with the neutral inputs' signature; returns the version."""
+    inputs = model_inputs(3)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         signature = infer_signature(inputs, np.zeros(len(inputs)))
@@ -150,13 +187,18 @@ def invoke(
 def deploy_champion_and_challenger(platform: LocalPlatform, model: str, *arguments: str) -> None:
     """Register two versions (champion slope 2, challenger slope 3), then run the deploy task."""
     platform.configure_mlflow()
-    register_fare_model(platform, model, slope=2.0, aliases=("champion",))
-    register_fare_model(platform, model, slope=3.0, aliases=("challenger",))
+    register_regression_model(platform, model, slope=2.0, aliases=("champion",))
+    register_regression_model(platform, model, slope=3.0, aliases=("challenger",))
     run(platform, build_config(DeployConfig, [f"--model-name={model}", *arguments]))
 
 
 def logged_endpoint(
-    name: str, model: str, champion: str, challenger: str | None = None, challenger_percent: int = 0
+    name: str,
+    model: str,
+    champion: str,
+    challenger: str | None = None,
+    challenger_percent: int = 0,
+    sticky_ab: StickyABSpec | None = None,
 ) -> EndpointConfig:
     """A small endpoint spec with its inference table on, in the model's own schema."""
     catalog, schema, _ = model.split(".")
@@ -172,4 +214,5 @@ def logged_endpoint(
             enabled=True, catalog_name=catalog, schema_name=schema, table_name_prefix=name.replace("-", "_")
         ),
         git_sha="test",
+        sticky_ab=sticky_ab,
     )

@@ -28,7 +28,7 @@ from mlops_template.serving.spec import (
 )
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.teardown import TeardownConfig
-from test_serving_support import register_fare_model
+from test_serving_support import register_regression_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,14 +69,14 @@ def test_teardown_removes_the_endpoint_monitor_and_ab_model_and_runs_again(platf
             workload_size="Small",
             scale_to_zero=True,
             inference_table=InferenceTableSpec(
-                enabled=False, catalog_name=catalog, schema_name=schema, table_name_prefix="fares"
+                enabled=False, catalog_name=catalog, schema_name=schema, table_name_prefix="served"
             ),
             git_sha="abc",
         ),
     )
     rows = spark.createDataFrame(
         [(dt.datetime(2024, 5, 1), "1", 10.0, 11.0)],
-        "request_time timestamp, model_version string, prediction double, fare_amount double",
+        "request_time timestamp, model_version string, prediction double, label double",
     )
     platform.save_table(rows, config.monitoring_table)
     monitors = quality_monitors(platform)
@@ -90,12 +90,12 @@ def test_teardown_removes_the_endpoint_monitor_and_ab_model_and_runs_again(platf
                 timestamp_col="request_time",
                 model_id_col="model_version",
                 prediction_col="prediction",
-                label_col="fare_amount",
+                label_col="label",
                 granularities=["1 day"],
             ),
         )
     )
-    register_fare_model(platform, ab_model_name(config.model_name), slope=2.0)
+    register_regression_model(platform, ab_model_name(config.model_name), slope=2.0)
 
     runner = LocalJobRunner({"teardown": job}, platform.task_values, tmp_path / "runs")
     for _ in range(2):  # the second run finds nothing and succeeds

@@ -75,7 +75,7 @@ def test_the_platform_registry_uri_selects_the_strict_store_in_any_process(platf
     assert found.stdout.strip() == UnityCatalogLocalStore.__name__
 
 
-@pytest.mark.parametrize("name", ["fare_model", "taxi.fare_model", "a.b.c.d", "cat..model"])
+@pytest.mark.parametrize("name", ["model", "schema.model", "a.b.c.d", "cat..model"])
 def test_model_names_need_three_levels(platform, logged, name):
     """`split_uc_model_name`: UC model names are catalog.schema.model."""
     platform.configure_mlflow()
@@ -87,7 +87,7 @@ def test_model_names_without_the_characters_uc_forbids(platform):
     """UC object names have no space, slash or control character (UC requirements page)."""
     platform.configure_mlflow()
     with pytest.raises(MlflowException, match="without spaces, slashes or control characters"):
-        MlflowClient().create_registered_model("test.uc_registry.fare model")
+        MlflowClient().create_registered_model("test.uc_registry.my model")
 
 
 @pytest.mark.parametrize(

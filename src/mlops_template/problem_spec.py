@@ -117,9 +117,11 @@ class ProblemSpec:
     # (`max_rmse`, `min_roc_auc`, ...); the job's `quality_max_<metric>` thresholds override them.
     monitored_inputs: tuple[str, ...] = ()
     quality_thresholds: Mapping[str, float] = field(default_factory=dict)
-    # The laptop platform: sample source rows (spark, rows, seed) standing in for the source
-    # table, and how simulated drifted traffic changes model inputs.
+    # The laptop platform: sample source rows (spark, rows, seed), generated on the first read of
+    # `sample_table` (the three-level name of the source table they stand in for, e.g. a
+    # Databricks sample), and how simulated drifted traffic changes model inputs.
     sample_source: Callable[[SparkSession, int, int], DataFrame] | None = None
+    sample_table: str | None = None
     drift_inputs: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
     def __post_init__(self) -> None:
@@ -142,6 +144,8 @@ class ProblemSpec:
             problems.append(f"monitored_inputs {unknown} are not model inputs {self.input_names}")
         if not 0 < self.classification_threshold < 1:
             problems.append(f"classification_threshold {self.classification_threshold} is not in (0, 1)")
+        if self.sample_table is not None and self.sample_source is None:
+            problems.append(f"sample_table {self.sample_table!r} needs a sample_source to generate it")
         if len(set(self.input_names)) != len(self.input_names):
             problems.append(f"model_inputs repeat a name: {self.input_names}")
         if problems:

@@ -40,6 +40,7 @@ ACTIVITY_TABLE = "customer_activity"
 ACTIVITY_WINDOW = dt.timedelta(days=7)
 ACTIVITY_FEATURES = ["events_7d", "mean_minutes_7d"]
 LOOKUP_TIME = "event_day"
+SAMPLE_TABLE = "samples.churn.customer_events"  # generated locally from generate_events on first read
 _MODULUS = 2_147_483_629
 
 
@@ -184,4 +185,5 @@ PROBLEM = ProblemSpec(
     prepared_table="churn_events",
     predictions_table="churn_predictions",
     sample_source=generate_events,
+    sample_table=SAMPLE_TABLE,
 )

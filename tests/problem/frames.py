@@ -1,4 +1,4 @@
-"""Taxi training frames without the feature tables, shared by the training, registry and scoring tests."""
+"""Taxi training frames without the feature tables, shared by the taxi training tests."""
 
 from __future__ import annotations
 

@@ -23,6 +23,8 @@ _BUNDLE = re.compile(r"^[A-Za-z0-9_-]+$")
 _BUNDLE_NAME_LINE = re.compile(rf"^(bundle:\n(?:[ \t]+.*\n)*?[ \t]+name:[ \t]*){CURRENT_BUNDLE}[ \t]*$", re.M)
 # Generated or binary content that a text replacement must not touch.
 _SKIPPED_PARTS = {".git", ".venv", ".tools", ".mlops", "dist", "build", "__pycache__", "mlruns"}
+# uv rewrites its lock file itself (names are encoded in it, e.g. with their length).
+LOCK_FILE = "uv.lock"
 
 
 class RenameError(ValueError):
@@ -49,11 +51,11 @@ class Names:
 
 
 def text_files(root: Path) -> list[Path]:
-    """The checkout's files that hold text, without generated and git-ignored directories."""
+    """The checkout's files that hold text, without generated directories and the lock file."""
     files = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if not path.is_file() or _SKIPPED_PARTS.intersection(relative.parts):
+        if not path.is_file() or _SKIPPED_PARTS.intersection(relative.parts) or relative.name == LOCK_FILE:
             continue
         try:
             path.read_text(encoding="utf-8")

@@ -31,5 +31,6 @@ PROBLEM = ProblemSpec(
     prepared_table="trips_clean",
     predictions_table="fare_predictions",
     sample_source=data.generate_trips,
+    sample_table="samples.nyctaxi.trips",  # the table every Databricks workspace ships
     drift_inputs=features.drifted,
 )

@@ -1,1 +1,1 @@
-"""Batch scoring of trips with the champion model through mlflow spark_udf."""
+"""Batch scoring of the prepared rows with the champion model through mlflow spark_udf."""

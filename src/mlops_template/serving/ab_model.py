@@ -2,9 +2,9 @@
 
 Databricks routes traffic per request, so "one key always meets one variant" is a model, not a
 routing feature: this pyfunc holds both models as artifacts, sends a row to the challenger when the
-SHA-256 of its key column value falls below the challenger share, and returns the prediction with
-the variant that answered. It is registered and served like any model, so the assignment is the
-same on Databricks and locally.
+SHA-256 of its key column value falls below the challenger share, and returns the prediction (a
+number, or a classifier's class probabilities) with the variant that answered. It is registered and
+served like any model, so the assignment is the same on Databricks and locally.
 
 This file is logged as MLflow "model from code": it is copied into the model and executed on
 load, so it imports nothing from this package (the serving container does not have it).
@@ -41,6 +41,8 @@ def challenger_rows(keys: pd.Series, challenger_share: float) -> np.ndarray:
 class StickyABModel(PythonModel):
     """Predicts with the champion or the challenger per row, by `challenger_rows` of the key column.
 
+    Each row's `prediction` is what its variant answers for it: a number (regression) or the list of
+    class probabilities (a classifier logged with `predict_proba`), as the variant served alone would.
     Model config: `key_column`, `challenger_share`. Artifacts: `champion`, `challenger` (MLflow models).
     """
 
@@ -56,15 +58,26 @@ class StickyABModel(PythonModel):
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         to_challenger = challenger_rows(model_input[self.key_column], self.challenger_share)
-        prediction = np.zeros(len(model_input), dtype="float64")
+        answers = {}
         for name, rows in ((CHAMPION, ~to_challenger), (CHALLENGER, to_challenger)):
             if rows.any():
                 model, columns = self.variants[name]
-                prediction[rows] = np.asarray(
-                    model.predict(model_input.loc[rows, columns]), dtype="float64"
-                ).ravel()
+                output = np.asarray(model.predict(model_input.loc[rows, columns]), dtype="float64")
+                answers[name] = (rows, output.reshape(int(rows.sum()), -1))  # one row of values per input row
+        widths = {name: output.shape[1] for name, (_, output) in answers.items()}
+        if len(set(widths.values())) > 1:
+            raise ValueError(
+                f"champion and challenger answer {widths[CHAMPION]} and {widths[CHALLENGER]} values per row: "
+                "serve two versions of one model (both regressors or both classifiers of the same classes)"
+            )
+        prediction = np.zeros((len(model_input), max(widths.values(), default=1)), dtype="float64")
+        for rows, output in answers.values():
+            prediction[rows] = output
         return pd.DataFrame(
-            {"prediction": prediction, "variant": np.where(to_challenger, CHALLENGER, CHAMPION)}
+            {
+                "prediction": prediction[:, 0] if prediction.shape[1] == 1 else prediction.tolist(),
+                "variant": np.where(to_challenger, CHALLENGER, CHAMPION),
+            }
         )
 
 

@@ -16,14 +16,13 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
 from mlops_template.serving import ab_model
 from mlops_template.serving.spec import StickyABSpec, ab_model_name
 
 log = logging.getLogger(__name__)
-
-_OUTPUT_SCHEMA = Schema([ColSpec("double", "prediction"), ColSpec("string", "variant")])
 
 
 def register_ab_model(
@@ -96,7 +95,7 @@ def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experimen
                 python_model=Path(ab_model.__file__),
                 artifacts=variants,
                 model_config={"key_column": key_column, "challenger_share": float(tags["challenger_share"])},
-                signature=ModelSignature(inputs=inputs, outputs=_OUTPUT_SCHEMA),
+                signature=ModelSignature(inputs=inputs, outputs=_output_schema(champion)),
                 input_example=_input_example(champion, variants[ab_model.CHAMPION], key_column),
                 pip_requirements=_requirements(variants.values()),
                 registered_model_name=name,
@@ -107,6 +106,24 @@ def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experimen
         client.set_model_version_tag(name, version, key, value)
     log.info("registered %s version %s (%s)", name, version, tags)
     return version
+
+
+def _output_schema(champion: Model) -> Schema:
+    """`prediction` as the champion answers it (a number, or a list of class probabilities), `variant`."""
+    prediction = Array(DataType.double) if _answers_per_class(champion) else DataType.double
+    return Schema([ColSpec(prediction, "prediction"), ColSpec(DataType.string, "variant")])
+
+
+def _answers_per_class(champion: Model) -> bool:
+    """Whether the champion's signature answers several values per row: a classifier's probabilities
+    (a `(-1, classes)` tensor, as `predict_proba` output is inferred) or several columns."""
+    outputs = champion.get_output_schema()
+    if outputs is None:
+        return False
+    if outputs.is_tensor_spec():
+        shapes = [tensor.shape for tensor in outputs.inputs]
+        return len(shapes) == 1 and len(shapes[0]) == 2 and shapes[0][1] != 1
+    return len(outputs.inputs) > 1
 
 
 def _input_example(champion: Model, path: str, key_column: str) -> pd.DataFrame | None:

@@ -22,16 +22,16 @@ from mlops_template.serving.spec import (
     endpoint_config,
     served_versions,
 )
-from mlops_template.tasks.common import TaskConfig, task_entry_point
+from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
 
 
-class DeployConfig(TaskConfig):
+class DeployConfig(PipelineTaskConfig):
+    """`--schema=catalog.schema`, as every pipeline task takes it, is where the inference tables go."""
+
     model_name: str
     endpoint_name: str
-    catalog: str
-    schema_name: str = Field(alias="schema")
     inference_table_enabled: bool = False
     inference_table_prefix: str = ""  # default: the endpoint name with '-' as '_'
     workload_size: WorkloadSize = "Small"
@@ -64,6 +64,15 @@ class DeployConfig(TaskConfig):
         if self.ab_key_column and not self.experiment_name:
             raise ValueError("--ab-key-column needs --experiment-name to log the A/B model in")
         return self
+
+    @property
+    def catalog(self) -> str:
+        return self.schema_.split(".")[0]
+
+    @property
+    def schema_name(self) -> str:
+        """The schema's own name, without its catalog."""
+        return self.schema_.split(".")[1]
 
     @property
     def table_prefix(self) -> str:

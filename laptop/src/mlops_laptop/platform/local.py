@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAMPLE_TRIPS_TABLE = "samples.nyctaxi.trips"
 SAMPLE_SEED = 42
 LOCK_FILE = "state.lock"
 LOCK_HOLDER_FILE = "state.lock.holder"  # who holds the lock (the lock file itself is not readable on Windows)
@@ -183,19 +182,18 @@ class LocalPlatform(Platform):
         return deployed_jobs(load_bundle(find_bundle_root(), target or os.environ.get("MLOPS_TARGET")))
 
     def _provide_missing_table(self, name: str) -> bool:
-        """Locally, `samples.nyctaxi.trips` is generated on first read, as Databricks ships it, and
-        files the traffic simulator wrote into the warehouse (its ground truth) become their table."""
+        """Locally, the problem spec's `sample_table` is generated (its `sample_source`) on first
+        read, as a stand-in for the source table; files the traffic simulator wrote into the
+        warehouse (its ground truth) become their table."""
         if self._register_written_files(name):
             return True
-        if name != SAMPLE_TRIPS_TABLE:
-            return False
         from mlops_template.problem_spec import load_problem
 
-        sample_source = load_problem().sample_source
-        if sample_source is None:
+        spec = load_problem()
+        if spec.sample_source is None or name != spec.sample_table:
             return False
-        log.info("generating %d sample rows for %s", self.sample_rows, name)
-        self.save_table(sample_source(self.spark, self.sample_rows, SAMPLE_SEED), name)
+        log.info("generating %d sample rows of problem %s for %s", self.sample_rows, spec.name, name)
+        self.save_table(spec.sample_source(self.spark, self.sample_rows, SAMPLE_SEED), name)
         return True
 
     def _register_written_files(self, name: str) -> bool:

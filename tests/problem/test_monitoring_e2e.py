@@ -1,6 +1,6 @@
-"""Monitoring end to end on small data: a trained champion behind the local endpoint, simulated clean and
-drifted traffic, then the monitoring tasks unpack -> drift -> check, and the retrain task value that
-the `check` notebook task of the real monitoring job sets."""
+"""The taxi example's monitoring end to end on small data: a trained champion behind the local
+endpoint, simulated clean and drifted traffic, then the monitoring tasks unpack -> drift -> check,
+and the retrain task value that the `check` notebook task of the real monitoring job sets."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from mlops_template.tasks.deploy import DeployConfig
 from mlops_template.tasks.deploy import run as deploy
 from mlops_template.training.tracking import INPUT_EXAMPLE_ROWS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "monitoring_e2e"
 MODEL = f"test.{SCHEMA}.fare_model"
 EXPERIMENT = "/Shared/test-monitoring"
@@ -111,8 +111,7 @@ def traffic(platform: LocalPlatform, champion: None) -> dict[str, str]:
         argv = [
             f"--model-name={MODEL}",
             f"--endpoint-name=fares-{prefix}",
-            "--catalog=test",
-            f"--schema={SCHEMA}",
+            f"--schema=test.{SCHEMA}",
         ]
         argv += ["--inference-table-enabled=true", f"--inference-table-prefix={prefix}"]
         deploy(platform, build_config(DeployConfig, argv))

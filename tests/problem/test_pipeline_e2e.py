@@ -1,4 +1,5 @@
-"""The whole pipeline job of the real bundle, run three times by the local runner, then every notebook.
+"""The taxi example through the whole pipeline job of the real bundle, run three times by the local
+runner, then every notebook.
 
 Run 1 rejects its challenger (an impossible RMSE threshold): there is no champion yet. Run 2
 promotes its model. Run 3 trains a deliberately worse model, which stays challenger.
@@ -20,7 +21,7 @@ from mlops_laptop.platform.local import LocalPlatform
 from mlops_template.notebook import notebook_context
 from mlops_template.registry.versions import get_aliases
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.py"))
 REJECTED = json.dumps({"gate_max_rmse": 0.001})
 WORSE = json.dumps({"n_estimators": 1, "num_leaves": 2})
