@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/features.py [--rows 1000000 10000000] [--training-set]
 
-After an untimed warm-up run, for each size it generates that many trips into a table (not
-timed), then times the task's own `run` (both transforms, both writes through the local
-feature store, row counts). With
-`--training-set` it also times building the point-in-time training set over all those trips.
-The goal is linear scaling: seconds(largest) / seconds(smallest) <= rows ratio.
+The problem spec is `load_problem()`'s (`$MLOPS_PROBLEM` selects another one). After an untimed
+warm-up run, for each size it generates that many source rows with the spec's `sample_source`
+and saves them cleaned by its `prepare` (not timed), then times the features task's own `run`
+(every feature table of the spec computed and written through the local feature store, row
+counts). With `--training-set` it also times building the point-in-time training set over all
+those rows. The goal is linear scaling: seconds(largest) / seconds(smallest) <= rows ratio.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sample_data import prepare_sample, write_features
+
 from mlops_laptop.platform.local import LocalPlatform
-from mlops_template.problem.data import generate_trips
-from mlops_template.problem.spec import PROBLEM
-from mlops_template.tasks.features import FeaturesConfig, run
+from mlops_template.problem_spec import ProblemSpec, load_problem
 from mlops_template.training.dataset import build_training_set
 
 WARM_UP_ROWS = 10_000  # a first untimed run, so JVM start-up costs do not count for the first size
@@ -36,17 +37,12 @@ def _seconds(action: Callable[[], object]) -> float:
 
 def _schema(rows: int) -> str:
     """One schema per size: the pipeline's tables are named by the problem spec."""
-    return f"bench.taxi_{rows}"
+    return f"bench.rows_{rows}"
 
 
-def _run_features(platform: LocalPlatform, rows: int) -> None:
-    platform.task_values.current_task = "features"
-    run(platform, FeaturesConfig.model_validate({"schema": _schema(rows)}))
-
-
-def _build_training_set(platform: LocalPlatform, rows: int) -> None:
-    trips = platform.read_table(PROBLEM.prepared_table_name(_schema(rows)))
-    training = build_training_set(platform, PROBLEM, trips, _schema(rows))
+def _build_training_set(platform: LocalPlatform, spec: ProblemSpec, rows: int) -> None:
+    prepared = platform.read_table(spec.prepared_table_name(_schema(rows)))
+    training = build_training_set(platform, spec, prepared, _schema(rows))
     training.write.format("noop").mode("overwrite").save()
 
 
@@ -59,36 +55,36 @@ def main() -> None:
         "--shuffle-partitions",
         type=int,
         default=2 * (os.cpu_count() or 2),
-        help="feature frames are small (zips x windows): a few partitions per core is enough",
+        help="feature frames are small (entities x windows): a few partitions per core is enough",
     )
     parser.add_argument(
         "--training-set", action="store_true", help="also time the point-in-time training set"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    spec = load_problem()
 
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as state:
         platform = LocalPlatform("bench", Path(state), shuffle_partitions=args.shuffle_partitions)
         results: list[tuple[int, float, float | None]] = []
         try:
             for index, rows in enumerate([WARM_UP_ROWS, *args.rows]):
-                trips = PROBLEM.prepare(generate_trips(platform.spark, rows=rows))
-                platform.save_table(trips, PROBLEM.prepared_table_name(_schema(rows)))
-                features = _seconds(lambda rows=rows: _run_features(platform, rows))
+                prepare_sample(platform, spec, _schema(rows), rows, seed=42)
+                features = _seconds(lambda rows=rows: write_features(platform, _schema(rows)))
                 training = (
-                    _seconds(lambda rows=rows: _build_training_set(platform, rows))
+                    _seconds(lambda rows=rows: _build_training_set(platform, spec, rows))
                     if args.training_set
                     else None
                 )
                 if index == 0:
                     continue
                 results.append((rows, features, training))
-                print(f"{rows:>12,} trips: features {features:8.1f} s", flush=True)
+                print(f"{rows:>12,} rows: features {features:8.1f} s", flush=True)
         finally:
             platform.stop()
 
     base_rows, base_features, base_training = results[0]
-    print(f"\n{'trips':>12} | {'features s':>10} | {'ratio':>6} | {'training set s':>14} | {'ratio':>6}")
+    print(f"\n{'rows':>12} | {'features s':>10} | {'ratio':>6} | {'training set s':>14} | {'ratio':>6}")
     print(f"{'-' * 12}-+-{'-' * 10}-+-{'-' * 6}-+-{'-' * 14}-+-{'-' * 6}")
     for rows, features, training in results:
         training_cells = (

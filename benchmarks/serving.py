@@ -2,7 +2,9 @@
 
 Both serve the same registered model from a throw-away local state, each in its own process on a
 loopback port (`mlflow models serve --env-manager local`), and get the same one-row JSON requests
-from 1, 8 and 32 concurrent keep-alive clients, a bounded number of requests per level.
+from 1, 8 and 32 concurrent keep-alive clients, a bounded number of requests per level. The model
+is the problem spec's (`load_problem()`; `$MLOPS_PROBLEM` selects another spec), trained on a
+small training set of its sample data on local Spark; the request is one row of its inputs.
 
     .venv/bin/python benchmarks/serving.py [--requests 600] [--clients 1 8 32]
 
@@ -27,50 +29,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
-import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sample_data import register_model, sample_training_set
 
 from mlops_laptop.platform.local import LocalPlatform
-from mlops_template.problem.features import MODEL_INPUT_COLUMNS
+from mlops_template.platform import activated
+from mlops_template.problem_spec import load_problem
 from mlops_template.serving.spec import InferenceTableSpec, endpoint_config, save_endpoint_spec
+from mlops_template.training.model import model_input
 
-MODEL = "bench.serving.fare_model"
-ENDPOINT = "fares-bench"
+MODEL = "bench.serving.model"
+ENDPOINT = "model-bench"
+TRAINING_SCHEMA = "bench.training"
+TRAINING_ROWS = 20_000
 SERVE = "import typer; from mlops_laptop.serving.cli import serve_command; typer.run(serve_command)"
 
 
-def _inputs(rows: int) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(rng.uniform(0, 30, (rows, len(MODEL_INPUT_COLUMNS))), columns=MODEL_INPUT_COLUMNS)
-    return frame.astype({c: "int32" for c in ("pickup_zip", "dropoff_zip", "pickup_hour", "pickup_weekday")})
-
-
-def register_model(platform: LocalPlatform) -> str:
-    """A gradient-boosted fare model (200 trees) registered in the benchmark's local registry."""
-    inputs = _inputs(5000)
-    fares = 2.5 + 2.0 * inputs["trip_distance"] + np.sin(inputs["pickup_hour"])
-    model = HistGradientBoostingRegressor(max_iter=200).fit(inputs, fares)
-    with mlflow.start_run(experiment_id=platform.experiment_id("/bench/serving")):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(inputs, model.predict(inputs)),
-            input_example=inputs.head(2),
-            pip_requirements=["scikit-learn"],
-            skops_trusted_types=[
-                "numpy.dtype",
-                "sklearn._loss.link.IdentityLink",
-                "sklearn._loss.link.Interval",
-                "sklearn._loss.loss.HalfSquaredError",
-                "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-                "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-            ],
-            registered_model_name=MODEL,
-        )
-    return str(info.registered_model_version)
+def register_spec_model(platform: LocalPlatform) -> tuple[str, pd.DataFrame]:
+    """The spec's model registered in the benchmark's local registry: its version and one input row."""
+    spec = load_problem()
+    with activated(platform):
+        training_set = sample_training_set(platform, spec, TRAINING_SCHEMA, TRAINING_ROWS, seed=1)
+        version = register_model(platform, spec, MODEL, training_set, TRAINING_SCHEMA)
+        request = model_input(training_set, spec).limit(1).toPandas()
+    platform.stop()  # the servers run in their own processes
+    return str(version), request
 
 
 def _free_port() -> int:
@@ -154,12 +137,13 @@ def main() -> None:
         "and their spin-waiting skews results on a small shared machine)",
     )
     args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as home:
         platform = LocalPlatform("bench", Path(home))
         platform.configure_mlflow()
-        version = register_model(platform)
+        version, request = register_spec_model(platform)
         table = InferenceTableSpec(
-            enabled=True, catalog_name="bench", schema_name="serving", table_name_prefix="fares"
+            enabled=True, catalog_name="bench", schema_name="serving", table_name_prefix="model"
         )
         save_endpoint_spec(
             platform.state_dir,
@@ -199,7 +183,7 @@ def main() -> None:
             str(mlflow_port),
         ]
         body = json.dumps(
-            {"dataframe_split": json.loads(_inputs(1).to_json(orient="split", index=False))}
+            {"dataframe_split": json.loads(request.to_json(orient="split", index=False))}
         ).encode()
         ours_path = f"/serving-endpoints/{ENDPOINT}/invocations"
         with (

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 import regression_spec
-from churn.spec import generate_events
+from churn_example.spec import generate_events
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_template.platform import activate
 from mlops_template.problem_spec import PROBLEM_VARIABLE
 from mlops_template.tasks import features, prepare_data
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CHURN_REFERENCE = "churn.spec:PROBLEM"
+CHURN_REFERENCE = "churn_example.spec:PROBLEM"
 CHURN_SCHEMA = "test.churn_tables"
 CHURN_EVENTS = 2_000
 

@@ -1,4 +1,4 @@
-"""A regression flavour of the churn spec (tests/churn/spec.py): the monthly bill of each event's customer.
+"""A regression flavour of the churn spec (tests/churn_example/spec.py): each customer's monthly bill.
 
 Same source, rows, entity, feature table and inputs as churn; `prepare` adds the label `bill`
 (the plan's price, plus per minute of use and per support ticket, plus seeded noise of ±3), and
@@ -21,9 +21,9 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churn.spec import NUMERIC_INPUTS
-from churn.spec import PROBLEM as CHURN
-from churn.spec import prepare as prepare_events
+from churn_example.spec import NUMERIC_INPUTS
+from churn_example.spec import PROBLEM as CHURN
+from churn_example.spec import prepare as prepare_events
 from mlops_template.problem_spec import TaskType
 
 LABEL = "bill"

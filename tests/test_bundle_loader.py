@@ -23,6 +23,18 @@ from mlops_laptop.bundle.loader import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The project's own bundle: names a team changes when it adopts the template are read from it.
+DECLARED = yaml.safe_load((PROJECT_ROOT / "databricks.yml").read_text())
+SCHEMA = DECLARED["variables"]["schema"]["default"]
+
+
+def declared_endpoint(target: str, short_name: str) -> str:
+    """The endpoint name databricks.yml declares for `target`, its references filled in."""
+    overrides = DECLARED["targets"][target].get("variables") or {}
+    template = overrides.get("endpoint_name", DECLARED["variables"]["endpoint_name"]["default"])
+    return template.replace("${bundle.target}", target).replace(
+        "${workspace.current_user.short_name}", short_name
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +90,7 @@ def test_real_bundle_default_target_is_dev() -> None:
     bundle = load_bundle(PROJECT_ROOT)
     assert bundle.target == "dev"
     assert bundle.mode == "development"
-    assert bundle.name == "mlops_template"
+    assert bundle.name == "mlops_bundle"
     assert "pipeline" in bundle.resources["jobs"]
 
 
@@ -96,8 +108,7 @@ def test_real_bundle_variables_per_target(target: str, catalog: str, inference: 
     assert bundle.variables["catalog"] == catalog
     assert bundle.variables["inference_table_enabled"] == inference
     assert bundle.variables["schedule_pause_status"] == pause
-    endpoint = f"taxi-fare-dev-{current_user()[1]}" if target == "dev" else f"taxi-fare-{target}"
-    assert bundle.variables["endpoint_name"] == endpoint
+    assert bundle.variables["endpoint_name"] == declared_endpoint(target, current_user()[1])
     assert bundle.resources["jobs"]["pipeline"]["schedule"]["pause_status"] == pause
     assert bundle.resources["schemas"]["pipeline_schema"]["catalog_name"] == catalog
 
@@ -114,7 +125,7 @@ def test_real_bundle_keeps_runtime_references() -> None:
     arguments = [a for t in job["tasks"] for a in t.get("python_wheel_task", {}).get("parameters", [])]
     assert any("{{job.parameters." in a for a in arguments)
     # Tables live in the schema resource, which development mode prefixes per user.
-    assert f"--schema=workspace.dev_{short_name}_taxi_fare" in arguments
+    assert f"--schema=workspace.dev_{short_name}_{SCHEMA}" in arguments
 
 
 def test_every_pipeline_task_names_the_schema_one_way_as_catalog_dot_schema() -> None:
@@ -137,22 +148,22 @@ def test_development_mode_prefixes_names_like_the_cli() -> None:
     _, short_name = current_user()
     dev = load_bundle(PROJECT_ROOT, "dev")
     prod = load_bundle(PROJECT_ROOT, "prod")
-    assert dev.job("pipeline")["name"] == f"[dev {short_name}] mlops_template-pipeline-dev"
+    assert dev.job("pipeline")["name"] == f"[dev {short_name}] mlops_bundle-pipeline-dev"
     assert dev.job("pipeline")["tags"]["dev"] == short_name
-    assert dev.resources["schemas"]["pipeline_schema"]["name"] == f"dev_{short_name}_taxi_fare"
-    assert prod.job("pipeline")["name"] == "mlops_template-pipeline-prod"
-    assert prod.resources["schemas"]["pipeline_schema"]["name"] == "taxi_fare"
+    assert dev.resources["schemas"]["pipeline_schema"]["name"] == f"dev_{short_name}_{SCHEMA}"
+    assert prod.job("pipeline")["name"] == "mlops_bundle-pipeline-prod"
+    assert prod.resources["schemas"]["pipeline_schema"]["name"] == SCHEMA
 
 
 def test_workspace_paths() -> None:
     user_name, _ = current_user()
     dev = load_bundle(PROJECT_ROOT, "dev")
     staging = load_bundle(PROJECT_ROOT, "staging")
-    assert dev.workspace["root_path"] == f"/Workspace/Users/{user_name}/.bundle/mlops_template/dev"
+    assert dev.workspace["root_path"] == f"/Workspace/Users/{user_name}/.bundle/mlops_bundle/dev"
     # staging deploys into the principal's home folder (the deploying identity by default).
-    assert staging.workspace["root_path"] == f"/Workspace/Users/{user_name}/.bundle/mlops_template/staging"
+    assert staging.workspace["root_path"] == f"/Workspace/Users/{user_name}/.bundle/mlops_bundle/staging"
     assert staging.workspace["file_path"] == f"{staging.workspace['root_path']}/files"
-    assert dev.variables["experiment_name"] == f"/Users/{user_name}/mlops_template-dev"
+    assert dev.variables["experiment_name"] == f"/Users/{user_name}/mlops_bundle-dev"
 
 
 def test_command_line_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -470,7 +481,8 @@ def test_dev_endpoint_is_per_user_and_a_valid_endpoint_name(
     its dev name carries ${workspace.current_user.short_name}, so two developers never share it."""
     monkeypatch.setattr(loader, "current_user_name", lambda: user_name)
     endpoint = load_bundle(PROJECT_ROOT, "dev").variables["endpoint_name"]
-    assert endpoint == f"taxi-fare-dev-{short_name_of(user_name)}"
+    assert endpoint == declared_endpoint("dev", short_name_of(user_name))
+    assert short_name_of(user_name) in endpoint
     assert ENDPOINT_NAME.fullmatch(endpoint), endpoint
     monkeypatch.setattr(loader, "current_user_name", lambda: "someone.else@example.com")
     assert load_bundle(PROJECT_ROOT, "dev").variables["endpoint_name"] != endpoint
@@ -512,7 +524,7 @@ def test_production_runs_as_the_principal_with_group_permissions(target: str) ->
         assert {"group_name": "ml-readers", "level": "CAN_VIEW"} in job["permissions"]
         assert {"group_name": "ml-ops", "level": "CAN_MANAGE_RUN"} in job["permissions"]
     root = bundle.workspace["root_path"]
-    assert root == f"/Workspace/Users/{current_user()[0]}/.bundle/mlops_template/{target}"
+    assert root == f"/Workspace/Users/{current_user()[0]}/.bundle/mlops_bundle/{target}"
     assert not root.startswith("/Workspace/Shared")  # every workspace user can write there
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mlops_laptop.bundle.loader import BundleError, read_config
 from mlops_laptop.bundle.validate import (
@@ -186,17 +187,18 @@ def test_resource_type_without_dataclass_uses_the_schema(
     """registered_models have no dataclass here: the schema's definition of the type checks them."""
     shutil.copy(PROJECT_ROOT / "databricks.yml", tmp_path)
     shutil.copytree(PROJECT_ROOT / "resources", tmp_path / "resources")
-    model = "resources:\n  registered_models:\n    fare:\n      catalog_name: ${var.catalog}\n"
+    model = "resources:\n  registered_models:\n    scorer:\n      catalog_name: ${var.catalog}\n"
     model += "      schema_name: ${var.schema}\n      name: ${var.model_name}\n"
     (tmp_path / "resources" / "model.yml").write_text(model)
     bundle = validate_bundle(tmp_path, "prod")
-    assert bundle.resources["registered_models"]["fare"]["name"] == "fare_model"
+    declared = yaml.safe_load((PROJECT_ROOT / "databricks.yml").read_text())["variables"]
+    assert bundle.resources["registered_models"]["scorer"]["name"] == declared["model_name"]["default"]
     (tmp_path / "resources" / "model.yml").write_text(model + "      comentt: typo\n")
     with pytest.raises(BundleError, match="unknown key 'comentt'") as error:
         validate_bundle(tmp_path, "prod")
     assert (error.value.file, error.value.key) == (
         Path("resources/model.yml"),
-        "resources.registered_models.fare.comentt",
+        "resources.registered_models.scorer.comentt",
     )
 
 
@@ -250,7 +252,7 @@ def test_validate_json_prints_the_resolved_bundle_like_the_cli(target: str) -> N
     document = json.loads(result.stdout)
     assert {"bundle", "variables", "artifacts", "resources", "workspace", "sync"} <= set(document)
     assert "targets" not in document
-    assert document["bundle"]["name"] == "mlops_template"
+    assert document["bundle"]["name"] == "mlops_bundle"
     assert document["bundle"]["target"] == target
     assert document["bundle"]["mode"] == ("development" if target == "dev" else "production")
     catalog = document["variables"]["catalog"]

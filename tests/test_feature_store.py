@@ -11,7 +11,7 @@ import pytest
 from databricks.feature_engineering import FeatureLookup
 from pyspark.sql import functions as F
 
-from churn.spec import PROBLEM as CHURN
+from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.platform.local_feature_store import PRIMARY_KEYS_PROPERTY, FeatureStoreError
 from mlops_template.platform import MissingTableError
 from mlops_template.problem_spec import PROBLEM_VARIABLE
@@ -208,7 +208,7 @@ def test_the_timestamp_key_must_be_a_primary_key_and_tables_must_be_feature_tabl
 def feature_tables(platform, churn_schema):
     """The features task's config over the session's churn tables, with `$MLOPS_PROBLEM` set to churn."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(PROBLEM_VARIABLE, "churn.spec:PROBLEM")
+        patch.setenv(PROBLEM_VARIABLE, "churn_example.spec:PROBLEM")
         yield build_config(FeaturesConfig, [f"--schema={churn_schema}", "--start=", "--end="])
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from churn.spec import PROBLEM as CHURN
+from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.bundle.loader import load_bundle, read_config
 from mlops_laptop.bundle.runner import check_job, load_entry_point
 from mlops_laptop.bundle.validate import SCHEMA_ENV, check_config, find_schema, load_schema

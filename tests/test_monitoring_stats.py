@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from churn.spec import PROBLEM as CHURN
+from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.monitoring.simulate import (
     FORMATS,
     MALFORMED,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from churn.spec import PROBLEM as CHURN
+from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.monitoring.ground_truth import ground_truth_dir, write_ground_truth
 from mlops_laptop.monitoring.simulate import FORMATS, request_body
 from mlops_laptop.serving.inference_table import PAYLOAD_DDL, InferenceRecord

@@ -198,7 +198,7 @@ def fake_jobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeJ
 def deployed_copy(tmp_path: Path, target: str, job_ids: dict[str, int]) -> Path:
     """The bundle's files as sync uploads them to ${workspace.file_path}, with the metadata.json the
     CLI writes to ${workspace.state_path} (bundle/metadata/metadata.go, deploy/metadata/compute.go)."""
-    root = tmp_path / ".bundle" / "mlops_template" / target
+    root = tmp_path / ".bundle" / "mlops_bundle" / target
     files = root / "files"
     files.mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "databricks.yml", files)
@@ -208,7 +208,7 @@ def deployed_copy(tmp_path: Path, target: str, job_ids: dict[str, int]) -> Path:
     metadata = {
         "version": 1,
         "config": {
-            "bundle": {"name": "mlops_template", "target": target, "mode": "production", "git": {}},
+            "bundle": {"name": "mlops_bundle", "target": target, "mode": "production", "git": {}},
             "workspace": {"file_path": str(files)},
             "resources": {"jobs": {key: {"id": str(i), "relative_path": "x"} for key, i in job_ids.items()}},
             "presets": {"source_linked_deployment": False},

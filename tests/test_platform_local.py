@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churn.spec import PROBLEM as CHURN
-from churn.spec import SOURCE_COLUMNS
+from churn_example.spec import PROBLEM as CHURN
+from churn_example.spec import SOURCE_COLUMNS
 from mlops_laptop.platform.local import LocalPlatform, LocalStateError
 from mlops_laptop.platform.warehouse import create_table_at, set_table_location, sql_string
 from mlops_template.platform import MissingTableError

@@ -27,7 +27,7 @@ from databricks.sdk.service.catalog import (
 )
 from pydantic import ValidationError
 
-from churn.spec import PROBLEM as CHURN
+from churn_example.spec import PROBLEM as CHURN
 from loopback import authenticate_to, loopback_workspace, without_query
 from mlops_laptop.bundle.loader import load_bundle
 from mlops_laptop.bundle.runner import LocalJobRunner, TaskStatus
@@ -260,7 +260,7 @@ def test_the_monitors_problem_type_and_columns_follow_the_problem_spec(platform,
         "churned double, request_format string",
     )
     platform.save_table(rows, table)
-    monkeypatch.setenv("MLOPS_PROBLEM", "churn.spec:PROBLEM")
+    monkeypatch.setenv("MLOPS_PROBLEM", "churn_example.spec:PROBLEM")
     run(platform, config)
     recorded = quality_monitors(platform).recorded(table)["inference_log"]
     assert MonitorInferenceLog.from_dict(recorded).problem_type == (

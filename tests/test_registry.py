@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
-from churn.spec import PROBLEM
+from churn_example.spec import PROBLEM
 from mlops_laptop.bundle.loader import find_bundle_root, load_bundle
 from mlops_laptop.pipeline_names import pipeline_names
 from mlops_laptop.platform.local import LocalPlatform
@@ -51,7 +51,7 @@ def config(**overrides: object) -> TrainingConfig:
 LOOSE = config(gate_min_roc_auc=0.0, gate_max_brier=1.0)
 DEFAULTS = config()
 EXPERIMENT = "/Shared/test-registry"
-CHURN_REFERENCE = "churn.spec:PROBLEM"  # for $MLOPS_PROBLEM
+CHURN_REFERENCE = "churn_example.spec:PROBLEM"  # for $MLOPS_PROBLEM
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mlops_laptop.bundle.loader import load_bundle
-from mlops_laptop.rename import Names, RenameError, rename, text_files
+from mlops_laptop.rename import Names, RenameError, current_names, rename, text_files, word_pattern
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-NAMES = Names(project="churn-model", package="churn_model", bundle="churn")
+# Read from the checkout, so this test still runs after a team has renamed its project.
+BEFORE = current_names(PROJECT_ROOT)
+NAMES = Names(project="acme-forecast", package="acme_forecast", bundle="acme")
 
 
 def _copy_checkout(destination: Path) -> Path:
@@ -43,29 +45,42 @@ def renamed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_no_old_name_is_left_anywhere(renamed: Path) -> None:
+    old = [word_pattern(name) for name in BEFORE.words()]
     leftovers = [
         str(path.relative_to(renamed))
         for path in text_files(renamed)
-        if "mlops_template" in (text := path.read_text(encoding="utf-8")) or "mlops-template" in text
+        if any(pattern.search(path.read_text()) for pattern in old)
     ]
     assert leftovers == []
-    assert (renamed / "src" / "churn_model" / "problem_spec.py").is_file()
-    assert not (renamed / "src" / "mlops_template").exists()
+    assert current_names(renamed) == NAMES
+    assert (renamed / "src" / "acme_forecast" / "problem_spec.py").is_file()
+    assert not (renamed / "src" / BEFORE.package).exists()
+
+
+def test_the_renamed_imports_are_sorted_as_make_lint_wants(renamed: Path) -> None:
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--select", "I", "src", "laptop", "tests"],
+        cwd=renamed,
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout
 
 
 def test_the_packaging_builds_the_renamed_package(renamed: Path) -> None:
     project = tomllib.loads((renamed / "pyproject.toml").read_text())
     laptop = tomllib.loads((renamed / "laptop" / "pyproject.toml").read_text())
-    assert project["project"]["name"] == "churn-model"
-    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/churn_model"]
-    assert all(target.startswith("churn_model.") for target in project["project"]["scripts"].values())
-    assert "churn-model" in laptop["project"]["dependencies"]
-    assert "churn_model.platform" in laptop["project"]["entry-points"]
+    assert project["project"]["name"] == "acme-forecast"
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/acme_forecast"]
+    assert all(target.startswith("acme_forecast.") for target in project["project"]["scripts"].values())
+    assert "acme-forecast" in laptop["project"]["dependencies"]
+    assert "acme_forecast.platform" in laptop["project"]["entry-points"]
 
 
 def test_the_renamed_bundle_loads_and_its_tasks_name_the_new_package(renamed: Path) -> None:
-    assert yaml.safe_load((renamed / "databricks.yml").read_text())["bundle"]["name"] == "churn"
     bundle = load_bundle(renamed, "dev")
+    assert bundle.name == "acme"
+    assert bundle.job("pipeline")["name"].endswith("acme-pipeline-dev")
     wheel_tasks = [
         task["python_wheel_task"]
         for job in bundle.resources["jobs"].values()
@@ -73,7 +88,7 @@ def test_the_renamed_bundle_loads_and_its_tasks_name_the_new_package(renamed: Pa
         if "python_wheel_task" in task
     ]
     assert wheel_tasks
-    assert {task["package_name"] for task in wheel_tasks} == {"churn_model"}
+    assert {task["package_name"] for task in wheel_tasks} == {"acme_forecast"}
 
 
 def test_every_renamed_python_file_still_compiles(renamed: Path) -> None:
@@ -84,7 +99,17 @@ def test_every_renamed_python_file_still_compiles(renamed: Path) -> None:
 def test_names_the_tools_would_refuse_are_refused_before_anything_changes(tmp_path: Path) -> None:
     root = _copy_checkout(tmp_path)
     before = (root / "pyproject.toml").read_text()
-    with pytest.raises(RenameError, match="package 'Churn-Model'.*bundle 'churn model'"):
-        rename(root, Names(project="churn-model", package="Churn-Model", bundle="churn model"), relock=False)
+    with pytest.raises(RenameError, match="package 'Acme-Forecast'.*bundle 'acme forecast'"):
+        rename(
+            root,
+            Names(project="acme-forecast", package="Acme-Forecast", bundle="acme forecast"),
+            relock=False,
+        )
+    with pytest.raises(RenameError, match="three different names"):
+        rename(root, Names("acme", "acme", "acme"), relock=False)
+    with pytest.raises(RenameError, match="already name something"):
+        rename(
+            root, Names(project="acme-forecast", package="acme_forecast", bundle=BEFORE.package), relock=False
+        )
     assert (root / "pyproject.toml").read_text() == before
-    assert (root / "src" / "mlops_template").is_dir()
+    assert current_names(root) == BEFORE

@@ -403,4 +403,3 @@ def test_an_endpoint_is_deleted_once(fake_workspace):
     assert not deployer.delete("scores-prod")
     assert "scores-prod" not in fake.endpoints
     assert len(fake.bodies("DELETE", "/serving-endpoints/scores-prod")) == 2
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from churn.spec import PROBLEM as CHURN
+from churn_example.spec import PROBLEM as CHURN
 from mlops_template.problem_spec import PROBLEM_VARIABLE, ProblemSpecError, TaskType
 from mlops_template.registry.gate import gate_failures
 from mlops_template.tasks.common import TaskArgumentError, build_config
@@ -14,7 +14,7 @@ from mlops_template.tasks.train import TrainConfig
 from mlops_template.training.config import TrainingConfig, TrainingConfigError
 from mlops_template.training.evaluate import Metrics, evaluate
 
-CHURN_REFERENCE = "churn.spec:PROBLEM"
+CHURN_REFERENCE = "churn_example.spec:PROBLEM"
 
 
 def test_overrides_are_flat_keys_over_the_problems_defaults() -> None:

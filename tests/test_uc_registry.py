@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.linear_model import LinearRegression
 
+from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.platform.uc_registry import UnityCatalogLocalStore
 from mlops_template.monitoring.check import latest_version_time
@@ -165,9 +166,9 @@ def test_the_project_reads_search_results_only_for_what_uc_returns(platform, log
     """`model_status` (registry/versions.py) and `latest_version_time` (monitoring/check.py) read
     only version numbers and timestamps from search results, then `get_model_version`."""
     name = "test.uc_registry.readers"
-    version = mlflow.register_model(logged.model_uri, name, tags={"test_rmse": "1.5"}).version
+    version = mlflow.register_model(logged.model_uri, name, tags={"test_roc_auc": "0.75"}).version
     MlflowClient().set_registered_model_alias(name, "champion", version)
-    [status] = model_status(name)
-    assert (status.version, status.aliases, status.metrics) == (int(version), ["champion"], {"rmse": 1.5})
+    [status] = model_status(name, spec=CHURN)
+    assert (status.version, status.aliases, status.metrics) == (int(version), ["champion"], {"roc_auc": 0.75})
     created = MlflowClient().get_model_version(name, version).creation_timestamp
     assert latest_version_time(name) == dt.datetime.fromtimestamp(created / 1000, dt.UTC).replace(tzinfo=None)

@@ -188,7 +188,7 @@ class ProblemSpec:
 
 
 class ProblemSpecError(ValueError):
-    """`$MLOPS_PROBLEM` does not name a ProblemSpec."""
+    """A problem spec is inconsistent, or `$MLOPS_PROBLEM` does not name one."""
 
 
 @cache
