@@ -133,20 +133,26 @@ def traffic(platform: LocalPlatform, champion: None) -> dict[str, str]:
     return outputs
 
 
+def unpack(platform: LocalPlatform, prefix: str) -> None:
+    """The monitoring job's `unpack` task over the tables of one scenario."""
+    names = tables(prefix)
+    run_task(
+        platform,
+        monitor_unpack,
+        monitor_unpack.MonitorUnpackConfig,
+        payload_table=names.payload,
+        monitoring_table=names.monitoring,
+        ground_truth_table=names.ground_truth,
+    )
+
+
 @pytest.fixture(scope="module")
 def monitored(platform: LocalPlatform, traffic: dict[str, str]) -> dict[str, dict]:
     """unpack -> drift -> check per scenario; the task values `check` set."""
     values = {}
     for prefix in SCENARIOS:
         names = tables(prefix)
-        run_task(
-            platform,
-            monitor_unpack,
-            monitor_unpack.MonitorUnpackConfig,
-            payload_table=names.payload,
-            monitoring_table=names.monitoring,
-            ground_truth_table=names.ground_truth,
-        )
+        unpack(platform, prefix)
         run_task(
             platform,
             monitor_drift,
@@ -215,12 +221,5 @@ def test_the_drift_run_is_logged_in_the_training_experiment_with_its_plot(platfo
 def test_a_rerun_unpacks_nothing_new_and_keeps_the_metrics(platform, monitored):
     names = tables("clean")
     before = platform.read_table(names.monitoring).count()
-    run_task(
-        platform,
-        monitor_unpack,
-        monitor_unpack.MonitorUnpackConfig,
-        payload_table=names.payload,
-        monitoring_table=names.monitoring,
-        ground_truth_table=names.ground_truth,
-    )
+    unpack(platform, "clean")
     assert platform.read_table(names.monitoring).count() == before
