@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections import Counter
 from typing import Annotated
 
 import typer
@@ -94,22 +95,34 @@ def simulate_traffic(
     token_env: Annotated[
         str | None, typer.Option(help="Send 'Authorization: Bearer' with the token in this variable.")
     ] = None,
+    challenger_error_scale: Annotated[
+        float,
+        typer.Option(
+            help="Scale the challenger's live error in the labels written: 1 the truth, below 1 better, "
+            "above 1 worse (needs a running experiment of the bundle's model; champion rows keep the truth)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Send held-out rows to TARGET's local endpoint and record their labels as ground truth."""
     import numpy as np
-    import pandas as pd
 
     from mlops_laptop.monitoring.ground_truth import ground_truth_dir, write_ground_truth
     from mlops_laptop.monitoring.simulate import (
+        VARIANT,
         TrafficError,
+        answered_rows,
+        check_error_scale,
         check_loopback,
+        error_summary,
         find_endpoint,
         load_held_out,
         plan_traffic,
+        scaled_labels,
         send_traffic,
     )
     from mlops_laptop.platform.local import LocalPlatform
     from mlops_template.monitoring.tables import MonitoringTables
+    from mlops_template.monitoring.unpack import PREDICTION
     from mlops_template.problem_spec import load_problem
 
     token = os.environ.get(token_env, "") if token_env else None
@@ -120,8 +133,10 @@ def simulate_traffic(
     spec = load_problem()
     state_dir = LocalPlatform(target).state_dir  # its state directory only: no Spark, no metastore
     try:
+        scale = check_error_scale(challenger_error_scale)
         base = check_loopback(url)
         config = find_endpoint(state_dir, endpoint)
+        variants = _experiment_variants(target, scale)
     except TrafficError as error:
         raise typer.BadParameter(str(error)) from None
     if not config.inference_table.enabled:
@@ -131,20 +146,47 @@ def simulate_traffic(
         )
     rows = load_held_out(state_dir, spec, population)
     run_id = f"sim-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(seed)
     try:
-        plan = plan_traffic(rows, requests, np.random.default_rng(seed), spec, drift=drift, run_id=run_id)
-        statuses = send_traffic(base, config.name, plan, token)
+        plan = plan_traffic(rows, requests, rng, spec, drift=drift, run_id=run_id)
+        answers = send_traffic(base, config.name, plan, spec, token)
+        sent = answered_rows(plan, answers, variants, spec)
     except TrafficError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from None
+    written = scaled_labels(sent[spec.label], sent[PREDICTION], sent[VARIANT], scale, spec, rng)
     table = config.inference_table
     ground_truth = MonitoringTables(
         table.catalog_name, table.schema_name, table.table_name_prefix
     ).ground_truth
-    labels = pd.concat([planned.labels for planned in plan], ignore_index=True)
+    labels = sent[[spec.row_id]].assign(**{spec.label: written})
     write_ground_truth(ground_truth_dir(state_dir, ground_truth), labels, spec.row_id, spec.label)
+    statuses = Counter(answer.status for answer in answers)
     answered = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
+    scaled = f" (challenger error scaled by {scale:g})" if scale != 1 else ""
     typer.echo(
         f"Sent {len(plan)} requests ({len(labels)} rows{', drifted' if drift else ''}) to {config.name} "
-        f"as {run_id}: {answered}. Labels ({spec.label}) written to {ground_truth}."
+        f"as {run_id}: {answered}. Labels ({spec.label}){scaled} written to {ground_truth}. "
+        f"Per variant: {error_summary(sent, written, spec.label)}."
     )
+
+
+def _experiment_variants(target: str, scale: float) -> dict[str, str]:
+    """Served entity name -> variant of the running experiment of TARGET's model; none (no
+    registry read) when the ground truth stays the truth (`scale` 1)."""
+    if scale == 1:
+        return {}
+    from mlops_laptop.bundle.loader import BundleError, find_bundle_root, load_bundle
+    from mlops_laptop.monitoring.simulate import TrafficError, experiment_variants
+    from mlops_laptop.pipeline_names import pipeline_names
+    from mlops_laptop.platform.local import LocalPlatform
+    from mlops_template.registry.versions import RegistryError
+    from mlops_template.tasks.common import TaskArgumentError
+
+    try:
+        bundle = load_bundle(find_bundle_root(), target)
+        model_name = pipeline_names(bundle).model_name
+        LocalPlatform(bundle.target).configure_mlflow()
+        return experiment_variants(model_name)
+    except (BundleError, TaskArgumentError, RegistryError) as error:
+        raise TrafficError(str(error)) from None

@@ -6,6 +6,12 @@ Requests mix the four input formats (`dataframe_split`, `dataframe_records`, `in
 spec's `drift_inputs` says. The labels of the sent rows are written as Parquet files of the
 ground-truth table (row id and label).
 
+`--challenger-error-scale` demonstrates a live experiment locally: the labels written for the rows
+the challenger answered are moved so that its error is scaled (below 1 it looks better than it is,
+above 1 worse), once its answers are known; the champion's rows keep their true labels. A row's
+variant is the sticky A/B model's `variant`, else the served entity the `served-model-name` header
+names (`<model>-<version>`) matched against the registry's running experiment.
+
 This runs while `mlops serve` holds the endpoint and maybe `mlops run` holds the target's Derby
 metastore: it never opens the metastore. The held-out rows are built once with a scratch Spark
 session (in-memory catalog, no Hive) and cached as a Parquet file in the local state.
@@ -20,8 +26,7 @@ import logging
 import tempfile
 import urllib.error
 import urllib.request
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +38,13 @@ import pandas as pd
 
 from mlops_laptop.monitoring.heldout import HELDOUT_SEED, held_out_rows
 from mlops_laptop.platform.spark import local_spark_builder
+from mlops_laptop.serving.app import SERVED_MODEL_NAME_HEADER
 from mlops_template.atomic_files import write_atomically
+from mlops_template.monitoring.unpack import PREDICTION, parse_response
 from mlops_template.problem_spec import ProblemSpec
-from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs
+from mlops_template.registry.experiment import running_experiment
+from mlops_template.registry.versions import CHALLENGER, CHAMPION
+from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs, served_entity_name
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,9 @@ class TrafficError(RuntimeError):
     """The traffic cannot be sent (no endpoint recorded or answering, bad URL)."""
 
 
+VARIANT = "variant"
+
+
 @dataclass(frozen=True)
 class PlannedRequest:
     """One request body, what it is, and the labels of its rows."""
@@ -57,6 +69,15 @@ class PlannedRequest:
     kind: str  # an input format, or "malformed:<how>"
     body: bytes
     labels: pd.DataFrame  # the row id and the label
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the endpoint answered to one request."""
+
+    status: int
+    served_model: str | None  # the `served-model-name` header: the served entity that answered
+    predictions: list[dict[str, Any]] | None  # per row `prediction`, `variant` (A/B model); None: refused
 
 
 def check_loopback(url: str) -> str:
@@ -171,27 +192,122 @@ def plan_traffic(
 
 
 def send_traffic(
-    url: str, endpoint: str, plan: list[PlannedRequest], token: str | None = None
-) -> Counter[int]:
-    """POST each planned request to the endpoint's invocations; returns the count per HTTP status."""
+    url: str, endpoint: str, plan: list[PlannedRequest], spec: ProblemSpec, token: str | None = None
+) -> list[Answer]:
+    """POST each planned request to the endpoint's invocations; returns each answer, in plan order."""
     target = f"{check_loopback(url)}/serving-endpoints/{endpoint}/invocations"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    statuses: Counter[int] = Counter()
+    answers = []
     for planned in plan:
         request = urllib.request.Request(target, data=planned.body, headers=headers, method="POST")
         try:
             with opener.open(request, timeout=60) as response:
-                response.read()
-                statuses[response.status] += 1
+                text = response.read().decode()
+                predictions, _ = parse_response(text, spec.is_classifier)
+                served = response.headers.get(SERVED_MODEL_NAME_HEADER)
+                if predictions is None:
+                    raise TrafficError(f"{served} answered {response.status} but no predictions: {text}")
+                answers.append(Answer(response.status, served, predictions))
         except urllib.error.HTTPError as error:
             error.read()
-            statuses[error.code] += 1
+            answers.append(Answer(error.code, error.headers.get(SERVED_MODEL_NAME_HEADER), None))
         except urllib.error.URLError as error:
             raise TrafficError(
                 f"no endpoint answers at {url} ({error.reason}): start `mlops serve`"
             ) from None
-    return statuses
+    return answers
+
+
+def experiment_variants(model_name: str) -> dict[str, str]:
+    """Served entity name -> variant (`champion`, `challenger`) of the model's running experiment."""
+    experiment = running_experiment(model_name)
+    if experiment is None:
+        raise TrafficError(
+            f"model {model_name} has no running experiment (a `challenger` beside the `champion`, "
+            "gate outcome `experiment`): --challenger-error-scale needs one deployed (canary or ab_test)"
+        )
+    return {
+        served_entity_name(model_name, str(experiment.champion)): CHAMPION,
+        served_entity_name(model_name, str(experiment.challenger)): CHALLENGER,
+    }
+
+
+def answered_rows(
+    plan: list[PlannedRequest], answers: list[Answer], variants: Mapping[str, str], spec: ProblemSpec
+) -> pd.DataFrame:
+    """The sent rows (row id, label) with their `prediction` (NaN unless answered) and `variant`:
+    the A/B model's, else `variants` of the served entity, else the served entity's name (None
+    for a refused request)."""
+    frames = []
+    for planned, answer in zip(plan, answers, strict=True):
+        rows = planned.labels.reset_index(drop=True)
+        if answer.predictions is None:  # refused
+            frames.append(rows.assign(**{PREDICTION: np.nan, VARIANT: None}))
+            continue
+        if len(answer.predictions) != len(rows):
+            raise TrafficError(
+                f"the endpoint answered {len(answer.predictions)} predictions for {len(rows)} rows "
+                f"({planned.kind} request, served by {answer.served_model})"
+            )
+        served = variants.get(answer.served_model or "", answer.served_model)
+        predicted = {
+            PREDICTION: [row[PREDICTION] for row in answer.predictions],
+            VARIANT: [row[VARIANT] or served for row in answer.predictions],
+        }
+        frames.append(rows.assign(**predicted))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.astype({PREDICTION: "float64", spec.label: "float64"})
+
+
+def check_error_scale(scale: float) -> float:
+    """`scale` if it is a finite number above 0, else a TrafficError."""
+    if not (np.isfinite(scale) and scale > 0):
+        raise TrafficError(
+            f"--challenger-error-scale must be a number above 0 (1: the truth, below 1: the challenger "
+            f"looks better, above 1: worse), got {scale}"
+        )
+    return scale
+
+
+def scaled_labels(
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    variants: Sequence[str | None],
+    scale: float,
+    spec: ProblemSpec,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The labels to write: the challenger's answered rows moved so that its error is scaled by
+    `scale`, every other row (champion, refused, no prediction) as it is.
+
+    Regression: label + (1 - scale) * (prediction - label), i.e. prediction + scale * (label -
+    prediction). Binary classifier (labels 0/1, predictions P(1)): below 1 a share 1 - scale of the
+    challenger's rows get the label it predicts (at the spec's threshold), above 1 a share
+    min(1, scale - 1) get the other label; the rows are drawn with `rng`."""
+    check_error_scale(scale)
+    labels, predictions = np.asarray(labels, dtype="float64"), np.asarray(predictions, dtype="float64")
+    moved = (np.asarray(variants, dtype=object) == CHALLENGER) & ~np.isnan(predictions)
+    if not spec.is_classifier:
+        return np.where(moved, labels + (1.0 - scale) * (predictions - labels), labels)
+    predicted = (predictions >= spec.classification_threshold).astype("float64")
+    share, wanted = (1.0 - scale, predicted) if scale < 1 else (min(1.0, scale - 1.0), 1.0 - predicted)
+    rows = np.flatnonzero(moved)
+    chosen = rng.choice(rows, size=round(share * len(rows)), replace=False)
+    result = labels.copy()
+    result[chosen] = wanted[chosen]
+    return result
+
+
+def error_summary(rows: pd.DataFrame, written: np.ndarray, label: str) -> str:
+    """Per variant: the rows answered and the mean absolute error of the labels written vs the truth."""
+    answered = rows.assign(written=written)[rows[PREDICTION].notna()]
+    parts = []
+    for variant, group in answered.groupby(VARIANT, sort=True):
+        before = (group[label] - group[PREDICTION]).abs().mean()
+        after = (group["written"] - group[PREDICTION]).abs().mean()
+        parts.append(f"{variant}: {len(group)} rows answered, MAE {before:.4g} -> {after:.4g}")
+    return "; ".join(parts) or "no row answered"
 
 
 @contextmanager

@@ -1,0 +1,257 @@
+"""`mlops simulate-traffic --challenger-error-scale`: the ground truth it writes makes the
+challenger's live error better or worse than it is, the champion's rows keep their true labels.
+
+The churn spec (a binary classifier, predictions P(1)) and its regression flavour
+(tests/regression_spec.py) give the spec objects. A row's variant comes from the sticky A/B
+model's `variant` or from the `served-model-name` header Databricks sets on every answer (the
+served entity, by default `<model>-<version>`:
+https://docs.databricks.com/aws/en/machine-learning/model-serving/create-manage-serving-endpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from churn_example.spec import PROBLEM as CHURN
+from mlops_laptop.monitoring.cli import simulate_traffic
+from mlops_laptop.monitoring.simulate import (
+    VARIANT,
+    Answer,
+    PlannedRequest,
+    TrafficError,
+    answered_rows,
+    error_summary,
+    experiment_variants,
+    scaled_labels,
+    send_traffic,
+)
+from mlops_laptop.platform.local import LocalPlatform
+from mlops_template.monitoring.unpack import PREDICTION
+from mlops_template.registry.experiment import EXPERIMENT
+from mlops_template.registry.versions import CHALLENGER, CHAMPION, GATE_OUTCOME_TAG, set_version_tags
+from regression_spec import PROBLEM as BILL
+from test_serving_support import register_regression_model
+
+ROWS = 4_000
+
+
+def traffic(seed: int, classifier: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, predictions and variants of answered rows: a third each champion, challenger and
+    refused (no prediction, no variant)."""
+    rng = np.random.default_rng(seed)
+    variants = np.array([CHAMPION, CHALLENGER, None] * (ROWS // 3) + [CHALLENGER] * (ROWS % 3), dtype=object)
+    if classifier:
+        predictions = rng.uniform(0.0, 1.0, ROWS)
+        labels = (rng.uniform(0.0, 1.0, ROWS) < predictions).astype("float64")  # calibrated
+    else:
+        labels = rng.normal(50.0, 10.0, ROWS)
+        predictions = labels + rng.normal(0.0, 3.0, ROWS)
+    predictions[variants == None] = np.nan  # noqa: E711 (elementwise)
+    return labels, predictions, variants
+
+
+def mae(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(np.mean(np.abs(labels - predictions)))
+
+
+def misclassified(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(np.mean(labels != (predictions >= CHURN.classification_threshold)))
+
+
+# --- the labels written (pure) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_regression_challenger_error_is_scaled_and_other_rows_keep_the_truth(scale: float) -> None:
+    labels, predictions, variants = traffic(1, classifier=False)
+    written = scaled_labels(labels, predictions, variants, scale, BILL, np.random.default_rng(0))
+    challenger = variants == CHALLENGER
+    np.testing.assert_allclose(
+        np.abs(written - predictions)[challenger], scale * np.abs(labels - predictions)[challenger]
+    )
+    assert mae(written[challenger], predictions[challenger]) == pytest.approx(
+        scale * mae(labels[challenger], predictions[challenger])
+    )
+    np.testing.assert_array_equal(written[~challenger], labels[~challenger])  # champion and refused
+
+
+def test_a_better_classifier_challenger_gets_its_predicted_label_on_a_share_of_rows() -> None:
+    labels, predictions, variants = traffic(2, classifier=True)
+    written = scaled_labels(labels, predictions, variants, 0.25, CHURN, np.random.default_rng(0))
+    challenger = variants == CHALLENGER
+    predicted = (predictions >= CHURN.classification_threshold).astype("float64")
+    changed = written != labels
+    assert set(np.unique(written)) == {0.0, 1.0}
+    assert not changed[~challenger].any()
+    assert (written[changed] == predicted[changed]).all()  # only ever towards the prediction
+    before = misclassified(labels[challenger], predictions[challenger])
+    after = misclassified(written[challenger], predictions[challenger])
+    assert after == pytest.approx(0.25 * before, abs=0.02)  # the wrong rows left: a share 0.25
+    assert mae(written[challenger], predictions[challenger]) < mae(
+        labels[challenger], predictions[challenger]
+    )
+
+
+@pytest.mark.parametrize(("scale", "share"), [(1.6, 0.6), (3.0, 1.0)])
+def test_a_worse_classifier_challenger_gets_the_other_label_on_a_share_of_rows(
+    scale: float, share: float
+) -> None:
+    labels, predictions, variants = traffic(3, classifier=True)
+    written = scaled_labels(labels, predictions, variants, scale, CHURN, np.random.default_rng(0))
+    challenger = variants == CHALLENGER
+    predicted = (predictions >= CHURN.classification_threshold).astype("float64")
+    changed = written != labels
+    assert not changed[~challenger].any()
+    assert (written[changed] != predicted[changed]).all()  # only ever away from the prediction
+    before = misclassified(labels[challenger], predictions[challenger])
+    after = misclassified(written[challenger], predictions[challenger])
+    assert after == pytest.approx(before + share * (1 - before), abs=0.02)
+    assert mae(written[challenger], predictions[challenger]) > mae(
+        labels[challenger], predictions[challenger]
+    )
+
+
+@pytest.mark.parametrize("spec", [BILL, CHURN], ids=["regression", "classifier"])
+def test_scale_one_writes_the_truth(spec) -> None:
+    labels, predictions, variants = traffic(4, classifier=spec.is_classifier)
+    written = scaled_labels(labels, predictions, variants, 1.0, spec, np.random.default_rng(0))
+    np.testing.assert_array_equal(written, labels)
+
+
+def test_the_rows_changed_are_drawn_with_the_seed() -> None:
+    labels, predictions, variants = traffic(5, classifier=True)
+
+    def written(seed: int) -> np.ndarray:
+        return scaled_labels(labels, predictions, variants, 0.5, CHURN, np.random.default_rng(seed))
+
+    np.testing.assert_array_equal(written(7), written(7))
+    assert (written(7) != written(8)).any()
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_scale_that_is_not_above_zero_is_refused(scale: float) -> None:
+    labels, predictions, variants = traffic(6, classifier=False)
+    with pytest.raises(TrafficError, match="--challenger-error-scale must be a number above 0"):
+        scaled_labels(labels, predictions, variants, scale, BILL, np.random.default_rng(0))
+
+
+def test_the_command_refuses_a_bad_scale_before_sending_anything(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    app = typer.Typer()
+    app.command()(simulate_traffic)
+    result = CliRunner().invoke(app, ["-t", "dev", "--challenger-error-scale", "0"])
+    assert result.exit_code == 2
+    assert "--challenger-error-scale must be a number above 0" in result.output
+
+
+# --- which variant answered each row -------------------------------------------------------------
+
+
+def planned(row_ids: list[int], kind: str = "dataframe_records") -> PlannedRequest:
+    labels = pd.DataFrame({BILL.row_id: row_ids, BILL.label: [10.0 * i for i in row_ids]})
+    return PlannedRequest(kind, b"{}", labels)
+
+
+def test_each_row_gets_the_ab_variant_else_the_served_entitys_variant() -> None:
+    plan = [planned([1, 2]), planned([3]), planned([4, 5]), planned([6])]
+    answers = [
+        Answer(
+            200,
+            "scorer_ab-2",
+            [{PREDICTION: 11.0, VARIANT: CHAMPION}, {PREDICTION: 19.0, VARIANT: CHALLENGER}],
+        ),
+        Answer(200, "scorer-5", [{PREDICTION: 33.0, VARIANT: None}]),
+        Answer(400, "scorer-4", None),
+        Answer(200, "scorer-3", [{PREDICTION: 60.0, VARIANT: None}]),
+    ]
+    rows = answered_rows(plan, answers, {"scorer-4": CHAMPION, "scorer-5": CHALLENGER}, BILL)
+    assert rows[BILL.row_id].tolist() == [1, 2, 3, 4, 5, 6]
+    assert rows[VARIANT].tolist() == [CHAMPION, CHALLENGER, CHALLENGER, None, None, "scorer-3"]
+    np.testing.assert_array_equal(rows[PREDICTION], [11.0, 19.0, 33.0, np.nan, np.nan, 60.0])
+    written = scaled_labels(
+        rows[BILL.label], rows[PREDICTION], rows[VARIANT], 0.5, BILL, np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(written, [10.0, 19.5, 31.5, 40.0, 50.0, 60.0])
+    summary = error_summary(rows, written, BILL.label)
+    assert "challenger: 2 rows answered, MAE 2 -> 1" in summary
+    assert "champion: 1 rows answered, MAE 1 -> 1" in summary
+    assert "scorer-3: 1 rows answered" in summary
+
+
+def test_an_answer_with_too_few_predictions_is_an_error() -> None:
+    with pytest.raises(TrafficError, match="answered 1 predictions for 2 rows"):
+        answered_rows(
+            [planned([1, 2])], [Answer(200, "scorer-1", [{PREDICTION: 1.0, VARIANT: None}])], {}, BILL
+        )
+
+
+def test_the_running_experiment_names_the_champion_and_challenger_entities(platform: LocalPlatform) -> None:
+    name = "test.simulate.scorer"
+    champion = register_regression_model(platform, name, slope=2.0, aliases=(CHAMPION,))
+    with pytest.raises(TrafficError, match=f"model {name} has no running experiment"):
+        experiment_variants(name)
+    challenger = register_regression_model(platform, name, slope=3.0, aliases=(CHALLENGER,))
+    set_version_tags(name, int(challenger), {GATE_OUTCOME_TAG: EXPERIMENT})
+    assert experiment_variants(name) == {f"scorer-{champion}": CHAMPION, f"scorer-{challenger}": CHALLENGER}
+
+
+# --- over HTTP -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def answering(answers: list[tuple[int, str, dict[str, Any]]]) -> Iterator[str]:
+    """A loopback endpoint giving `answers` (status, served-model-name, JSON) in turn, as a
+    serving endpoint answers invocations; yields its base URL."""
+    pending = list(answers)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status, served, answer = pending.pop(0)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("served-model-name", served)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_send_traffic_keeps_each_answers_status_served_entity_and_predictions() -> None:
+    answers = [
+        (200, "churn-3", {"predictions": [[0.8, 0.2], [0.3, 0.7]]}),
+        (200, "churn_ab-1", {"predictions": [{PREDICTION: [0.1, 0.9], VARIANT: CHALLENGER}]}),
+        (400, "churn-3", {"error_code": "BAD_REQUEST", "message": "no"}),
+    ]
+    plan = [planned([1, 2]), planned([3]), planned([4])]
+    with answering(answers) as url:
+        sent = send_traffic(url, "churn", plan, CHURN)
+    assert sent == [
+        Answer(200, "churn-3", [{PREDICTION: 0.2, VARIANT: None}, {PREDICTION: 0.7, VARIANT: None}]),
+        Answer(200, "churn_ab-1", [{PREDICTION: 0.9, VARIANT: CHALLENGER}]),
+        Answer(400, "churn-3", None),
+    ]
