@@ -33,9 +33,11 @@ import pandas as pd
 from sample_data import register_model, sample_training_set
 
 from mlops_laptop.platform.local import LocalPlatform
+from mlops_laptop.serving.local_host import local_host
 from mlops_template.platform import activated
 from mlops_template.problem_spec import load_problem
-from mlops_template.serving.spec import InferenceTableSpec, endpoint_config, save_endpoint_spec
+from mlops_template.serving.deploy import DatabricksEndpointDeployer
+from mlops_template.serving.spec import InferenceTableSpec, endpoint_config
 from mlops_template.training.model import model_input
 
 MODEL = "bench.serving.model"
@@ -145,20 +147,20 @@ def main() -> None:
         table = InferenceTableSpec(
             enabled=True, catalog_name="bench", schema_name="serving", table_name_prefix="model"
         )
-        save_endpoint_spec(
-            platform.state_dir,
-            endpoint_config(
-                endpoint_name=ENDPOINT,
-                model_name=MODEL,
-                champion_version=version,
-                challenger_version=None,
-                challenger_traffic_percent=0,
-                workload_size="Small",
-                scale_to_zero=True,
-                inference_table=table,
-                git_sha="bench",
-            ),
-        )
+        with local_host(platform.state_dir) as host:  # the deploy, through the local control plane
+            DatabricksEndpointDeployer(host.workspace_client()).deploy(
+                endpoint_config(
+                    endpoint_name=ENDPOINT,
+                    model_name=MODEL,
+                    champion_version=version,
+                    challenger_version=None,
+                    challenger_traffic_percent=0,
+                    workload_size="Small",
+                    scale_to_zero=True,
+                    inference_table=table,
+                    git_sha="bench",
+                ),
+            )
         env = os.environ | {
             "MLOPS_HOME": home,
             "MLFLOW_TRACKING_URI": platform.tracking_uri,

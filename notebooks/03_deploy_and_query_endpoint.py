@@ -52,7 +52,8 @@ request = build_endpoint_config(spec)
 schema = f"{context.catalog}.{context.schema}"
 trips = context.platform.read_table(PROBLEM.prepared_table_name(schema), produced_by="job pipeline").limit(5)
 rows = build_feature_set(context.platform, PROBLEM, trips, schema)
-records = rows.select("trip_id", *PROBLEM.input_names).toPandas().astype({"trip_id": str}).to_dict("records")
+frame = rows.select("trip_id", *PROBLEM.input_names).toPandas().astype({"trip_id": str})
+records = frame.astype(object).where(frame.notna(), None).to_dict("records")  # JSON has null, not NaN
 answer = deployer.query(context.endpoint_name, records)
 pd.DataFrame({"trip_id": [r["trip_id"] for r in records], "predicted_fare": answer["predictions"]})
 

@@ -21,6 +21,9 @@ from mlops_laptop.bundle.loader import (
     load_bundle,
     short_name_of,
 )
+from mlops_template.tasks.common import TaskArgumentError, TaskConfig, build_config
+from mlops_template.tasks.deploy import DeployConfig
+from mlops_template.tasks.validate_model import ValidateModelConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The project's own bundle: names a team changes when it adopts the template are read from it.
@@ -111,6 +114,35 @@ def test_real_bundle_variables_per_target(target: str, catalog: str, inference: 
     assert bundle.variables["endpoint_name"] == declared_endpoint(target, current_user()[1])
     assert bundle.resources["jobs"]["pipeline"]["schedule"]["pause_status"] == pause
     assert bundle.resources["schemas"]["pipeline_schema"]["catalog_name"] == catalog
+
+
+def _pipeline_task_config(target: str, task_key: str, variables: dict[str, str]) -> TaskConfig:
+    """The config a pipeline task builds from its bundle parameters (job parameters at their defaults)."""
+    job = load_bundle(PROJECT_ROOT, target, variables).job("pipeline")
+    [task] = [task for task in job["tasks"] if task["task_key"] == task_key]
+    defaults = {f"{{{{job.parameters.{p['name']}}}}}": p["default"] for p in job["parameters"]}
+    parameters = task["python_wheel_task"]["parameters"]
+    for reference, value in defaults.items():
+        parameters = [parameter.replace(reference, value) for parameter in parameters]
+    config_type = {"validate_model": ValidateModelConfig, "deploy": DeployConfig}[task_key]
+    return build_config(config_type, parameters)
+
+
+@pytest.mark.parametrize("target", ["dev", "staging", "prod"])
+def test_the_rollout_policy_reaches_the_gate_and_the_deploy_task(target: str) -> None:
+    """One variable sets the policy both tasks apply (default replace); the share and the A/B key
+    reach the deploy task; ab_test without a key column is refused by the task's parameters."""
+    for variables, rollout in (({}, "replace"), ({"rollout": "canary"}, "canary")):
+        assert _pipeline_task_config(target, "validate_model", variables).rollout == rollout
+        deploy = _pipeline_task_config(target, "deploy", variables)
+        assert (deploy.rollout, deploy.challenger_percent, deploy.ab_key_column) == (rollout, 10, "")
+    ab_test = {"rollout": "ab_test", "ab_key_column": "rider_id", "challenger_percent": "30"}
+    deploy = _pipeline_task_config(target, "deploy", ab_test)
+    assert (deploy.rollout, deploy.challenger_percent, deploy.ab_key_column) == ("ab_test", 30, "rider_id")
+    with pytest.raises(TaskArgumentError, match="--rollout=ab_test needs --ab-key-column"):
+        _pipeline_task_config(target, "deploy", {"rollout": "ab_test"})
+    assert not {"challenger_traffic_percent", "ab_challenger_share"} & set(DECLARED["variables"])
+    assert json.loads(DECLARED["variables"]["rollout_params"]["default"]) == {}
 
 
 def test_real_bundle_resolves_every_reference() -> None:

@@ -54,17 +54,27 @@ def test_help_lists_every_command_and_imports_nothing_heavy() -> None:
     run = run_mlops("--help")
     assert run.exit_code == 0, run.errors
     listed = {line.split()[0] for line in run.output.partition("Commands:")[2].splitlines() if line.strip()}
-    assert listed >= {"bundle", "data", "model", "monitor", "serve", "simulate-traffic", "doctor", "run"}
+    assert listed >= {
+        "bundle",
+        "data",
+        "model",
+        "monitor",
+        "serve",
+        "simulate-traffic",
+        "doctor",
+        "run",
+        "rollout",
+    }
     unexpected = run.packages & (HEAVY | {"yaml", "jsonschema", "databricks", "mlops_template"})
     assert not unexpected, f"mlops --help imported {sorted(unexpected)}"
 
 
 @pytest.mark.parametrize(
     ("command", "default"),
-    [("serve", "default: 8080"), ("simulate-traffic", "default: 20000")],
+    [("serve", "default: 8080"), ("simulate-traffic", "default: 20000"), ("rollout report", "--target")],
 )
 def test_command_help_shows_its_options_and_imports_nothing_heavy(command: str, default: str) -> None:
-    run = run_mlops(command, "--help")
+    run = run_mlops(*command.split(), "--help")
     assert run.exit_code == 0, run.errors
     assert "--target" in run.output and default in run.output
     unexpected = run.packages & HEAVY

@@ -14,7 +14,13 @@ from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.bundle.loader import load_bundle, read_config
 from mlops_laptop.bundle.runner import check_job, load_entry_point
 from mlops_laptop.bundle.validate import SCHEMA_ENV, check_config, find_schema, load_schema
-from mlops_template.tasks import monitor_check, monitor_drift, monitor_unpack, quality_monitor
+from mlops_template.tasks import (
+    monitor_check,
+    monitor_drift,
+    monitor_unpack,
+    quality_monitor,
+    rollout_metrics,
+)
 from mlops_template.tasks.common import TaskArgumentError, build_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +29,7 @@ CONFIGS = {
     "mlops-monitor-drift": monitor_drift.MonitorDriftConfig,
     "mlops-monitor-check": monitor_check.MonitorCheckConfig,
     "mlops-quality-monitor": quality_monitor.QualityMonitorConfig,
+    "mlops-rollout-metrics": rollout_metrics.RolloutMetricsConfig,
 }
 RUNTIME_VALUES = {
     "job.run_id": "7",
@@ -109,8 +116,17 @@ def test_the_monitoring_job_runs_locally_with_parameters_its_tasks_accept(target
     job: dict[str, Any] = load_bundle(PROJECT_ROOT, target).job("monitoring")
     check_job("monitoring", job)
     tasks = {task["task_key"]: task for task in job["tasks"]}
-    assert list(tasks) == ["unpack", "quality_monitor", "drift", "check", "retrain_gate", "retrain"]
+    assert list(tasks) == [
+        "unpack",
+        "quality_monitor",
+        "rollout_metrics",
+        "drift",
+        "check",
+        "retrain_gate",
+        "retrain",
+    ]
     assert tasks["quality_monitor"]["depends_on"] == [{"task_key": "unpack"}]
+    assert tasks["rollout_metrics"]["depends_on"] == [{"task_key": "unpack"}]
     for task in tasks.values():
         if "python_wheel_task" in task:
             spec = task["python_wheel_task"]

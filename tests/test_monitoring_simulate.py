@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from databricks.sdk.service.serving import EndpointTag, ServingEndpointDetailed
 from typer.testing import CliRunner
 
 from churn_example.spec import PROBLEM as CHURN
@@ -36,12 +37,9 @@ from mlops_laptop.monitoring.simulate import (
     scaled_labels,
     send_traffic,
 )
-from mlops_laptop.platform.local import LocalPlatform
 from mlops_template.monitoring.unpack import PREDICTION
-from mlops_template.registry.experiment import EXPERIMENT
-from mlops_template.registry.versions import CHALLENGER, CHAMPION, GATE_OUTCOME_TAG, set_version_tags
+from mlops_template.registry.versions import CHALLENGER, CHAMPION
 from regression_spec import PROBLEM as BILL
-from test_serving_support import register_regression_model
 
 ROWS = 4_000
 
@@ -198,14 +196,13 @@ def test_an_answer_with_too_few_predictions_is_an_error() -> None:
         )
 
 
-def test_the_running_experiment_names_the_champion_and_challenger_entities(platform: LocalPlatform) -> None:
-    name = "test.simulate.scorer"
-    champion = register_regression_model(platform, name, slope=2.0, aliases=(CHAMPION,))
-    with pytest.raises(TrafficError, match=f"model {name} has no running experiment"):
-        experiment_variants(name)
-    challenger = register_regression_model(platform, name, slope=3.0, aliases=(CHALLENGER,))
-    set_version_tags(name, int(challenger), {GATE_OUTCOME_TAG: EXPERIMENT})
-    assert experiment_variants(name) == {f"scorer-{champion}": CHAMPION, f"scorer-{challenger}": CHALLENGER}
+def test_the_endpoint_tags_name_the_champion_and_challenger_entities() -> None:
+    """The deploy task tags the endpoint with the model and the versions it serves (spec.endpoint_config)."""
+    tags = [EndpointTag("model_name", "test.simulate.scorer"), EndpointTag("model_version", "1")]
+    with pytest.raises(TrafficError, match="endpoint scores serves no challenger beside the champion"):
+        experiment_variants(ServingEndpointDetailed(name="scores", tags=tags))
+    canary = ServingEndpointDetailed(name="scores", tags=[*tags, EndpointTag("challenger_version", "2")])
+    assert experiment_variants(canary) == {"scorer-1": CHAMPION, "scorer-2": CHALLENGER}
 
 
 # --- over HTTP -----------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.registry.cli import model_app
 from mlops_template.platform import MissingTableError
 from mlops_template.problem_spec import PROBLEM_VARIABLE
+from mlops_template.registry.experiment import EXPERIMENT as EXPERIMENT_OUTCOME
+from mlops_template.registry.experiment import Experiment, running_experiment
 from mlops_template.registry.gate import PROMOTED, REJECTED, validate_challenger
 from mlops_template.registry.versions import (
     CHALLENGER,
@@ -165,6 +167,59 @@ def test_second_promotion_keeps_previous_champion_and_rollback_restores_it(
         rollback(name)
 
 
+@pytest.mark.parametrize("rollout", ["canary", "ab_test"])
+def test_a_challenger_not_clearly_better_is_an_experiment_under_a_live_policy(
+    name: str, good: TrainingRun, frame: DataFrame, rollout: str
+) -> None:
+    """The same model registered twice: equal metrics, within the margin but not 1% better."""
+    validate_challenger(name, register_challenger(name, good), frame, LOOSE, PROBLEM, rollout=rollout)
+    version = register_challenger(name, good)
+
+    result = validate_challenger(name, version, frame, LOOSE, PROBLEM, rollout=rollout)
+
+    assert (result.outcome, result.promoted, result.champion_after) == (EXPERIMENT_OUTCOME, False, 1)
+    assert get_aliases(name) == {CHALLENGER: 2, CHAMPION: 1}
+    assert running_experiment(name) == Experiment(name, champion=1, challenger=2, started_at=None)
+    version_2 = MlflowClient().get_model_version(name, "2")
+    assert (version_2.tags["gate_outcome"], version_2.tags["gate_rollout"]) == (EXPERIMENT_OUTCOME, rollout)
+    assert version_2.tags["gate_min_improvement"] == "0.01"
+    assert version_2.description.startswith("Validation gate: experiment (passed the thresholds; roc_auc")
+    assert f"rollout {rollout} tries it live beside the champion" in version_2.description
+
+
+def test_under_replace_the_same_challenger_is_promoted(
+    name: str, good: TrainingRun, frame: DataFrame
+) -> None:
+    validate_challenger(name, register_challenger(name, good), frame, LOOSE, PROBLEM, rollout="replace")
+
+    result = validate_challenger(
+        name, register_challenger(name, good), frame, LOOSE, PROBLEM, rollout="replace"
+    )
+
+    assert result.outcome == PROMOTED and "rollout replace promotes it" in result.reasons[0]
+    assert get_aliases(name) == {CHALLENGER: 2, CHAMPION: 2, PREVIOUS_CHAMPION: 1}
+    assert running_experiment(name) is None
+
+
+@pytest.mark.parametrize("rollout", ["replace", "canary", "ab_test"])
+def test_clearly_better_is_promoted_and_worse_rejected_under_every_policy(
+    name: str, good: TrainingRun, worse: TrainingRun, frame: DataFrame, rollout: str
+) -> None:
+    validate_challenger(name, register_challenger(name, worse), frame, LOOSE, PROBLEM, rollout=rollout)
+    better = validate_challenger(
+        name, register_challenger(name, good), frame, LOOSE, PROBLEM, rollout=rollout
+    )
+    assert better.outcome == PROMOTED and "better by the 1.0% needed" in better.reasons[0]
+
+    rejected = validate_challenger(
+        name, register_challenger(name, worse), frame, LOOSE, PROBLEM, rollout=rollout
+    )
+
+    assert rejected.outcome == REJECTED
+    assert get_aliases(name) == {CHALLENGER: 3, CHAMPION: 2, PREVIOUS_CHAMPION: 1}
+    assert running_experiment(name) is None
+
+
 def test_revalidating_the_champion_keeps_aliases(name: str, good: TrainingRun, frame: DataFrame) -> None:
     version = register_challenger(name, good)
     validate_challenger(name, version, frame, LOOSE, PROBLEM)
@@ -260,9 +315,10 @@ def test_train_and_validate_tasks_move_the_aliases(
     assert run.data.params["C"] == "0.5"
 
 
-def test_model_cli_status_and_rollback(
+def test_model_cli_status_shows_each_versions_gate_outcome_and_why(
     platform: LocalPlatform, frame: DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """(`mlops model rollback` runs the rollout job: tests/test_rollout_job.py; `rollback` is above.)"""
     monkeypatch.chdir(PROJECT_ROOT)
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv(PROBLEM_VARIABLE, CHURN_REFERENCE)
@@ -279,23 +335,18 @@ def test_model_cli_status_and_rollback(
         context = RunContext("c.s.events", PROBLEM.feature_table_names("c.s"), bundle.target, "1")
         trained = train_model(frame, DEFAULTS, PROBLEM)
         logged = log_training_run(target_store.experiment_id(EXPERIMENT), trained, context)
-        for _ in range(2):
-            validate_challenger(name, register_challenger(name, logged), frame, LOOSE, PROBLEM)
+        for rollout in ("replace", "replace", "canary"):
+            validate_challenger(
+                name, register_challenger(name, logged), frame, LOOSE, PROBLEM, rollout=rollout
+            )
 
         status = cli.invoke(model_app, ["status", "-t", bundle.target])
         assert status.exit_code == 0, status.output
         assert name in status.output
         assert "roc_auc" in status.output  # the problem's metrics
         assert PREVIOUS_CHAMPION in status.output
-        assert "version 2 promoted: passed the thresholds and is no worse than champion" in status.output
-
-        rolled = cli.invoke(model_app, ["rollback", "-t", bundle.target])
-        assert rolled.exit_code == 0, rolled.output
-        assert "champion is version 1 again" in rolled.output
-        assert get_aliases(name) == {CHAMPION: 1, ROLLED_BACK: 2}
-
-        again = cli.invoke(model_app, ["rollback", "-t", bundle.target])
-        assert again.exit_code == 2
-        assert "no previous_champion" in again.output
+        assert "version 2 promoted: passed the thresholds; roc_auc" in status.output
+        assert "version 3 experiment: passed the thresholds; roc_auc" in status.output
+        assert get_aliases(name) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CHALLENGER: 3}
     finally:
         platform.configure_mlflow()

@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 from mlflow.entities.model_registry import ModelVersionSearch
 
+from mlops_laptop.serving.local_deploy import deployed_endpoint
 from mlops_template.monitoring.unpack import parse_response
+from mlops_template.registry.experiment import EXPERIMENT
+from mlops_template.registry.versions import GATE_OUTCOME_TAG
 from mlops_template.serving.ab_model import challenger_rows, key_bucket
 from mlops_template.serving.ab_registry import register_ab_model
-from mlops_template.serving.served_entities import served_entity_id
-from mlops_template.serving.spec import EndpointConfig, StickyABSpec, load_endpoint_specs
+from mlops_template.serving.spec import EndpointConfig, StickyABSpec
 from mlops_template.tasks.common import build_config
-from mlops_template.tasks.deploy import DeployConfig, run
+from mlops_template.tasks.deploy import DeployConfig, endpoint_spec, run
 from test_serving_support import (
     deploy_champion_and_challenger,
     invoke,
@@ -53,15 +55,22 @@ DEPLOY_ARGUMENTS = (
     f"--endpoint-name={ENDPOINT}",
     "--schema=test.serving_ab",
     "--inference-table-enabled=true",
+    "--rollout=ab_test",
     "--ab-key-column=user_id",
-    f"--ab-challenger-share={SHARE}",
+    f"--challenger-percent={round(SHARE * 100)}",
     "--experiment-name=/serving-tests/ab",
     "--git-sha=abc",
 )
 
 
 def _deployed(platform) -> EndpointConfig:
-    [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
+    """The spec the deploy task deploys (registering nothing again), checked against what the
+    local control plane serves."""
+    config = endpoint_spec(platform, build_config(DeployConfig, [f"--model-name={MODEL}", *DEPLOY_ARGUMENTS]))
+    served = deployed_endpoint(platform, ENDPOINT).config.served_entities
+    assert [(e.entity_name, e.entity_version) for e in served] == [
+        (e.entity_name, e.entity_version) for e in config.served_entities
+    ]
     return config
 
 
@@ -76,11 +85,8 @@ def test_the_task_serves_the_registered_ab_model_as_the_only_entity(ab_config, p
     assert [(e.entity_name, e.entity_version) for e in ab_config.served_entities] == [(f"{MODEL}_ab", "1")]
     assert ab_config.sticky_ab.key_column == "user_id"
     assert (ab_config.sticky_ab.champion_version, ab_config.sticky_ab.challenger_version) == ("1", "2")
-    rows = platform.read_table("test.serving_ab.scores_ab_payload").collect()
-    [entity] = ab_config.served_entities
-    assert [(row.status_code, row.served_entity_id) for row in rows] == [
-        (200, served_entity_id(ENDPOINT, entity))
-    ]
+    tags = {tag.key: tag.value for tag in deployed_endpoint(platform, ENDPOINT).tags}
+    assert (tags["challenger_version"], tags["ab_model_version"]) == ("2", "1")
     again = register_ab_model(
         MODEL,
         champion_version="1",
@@ -129,7 +135,8 @@ def test_a_second_ab_deployment_reads_the_pair_of_each_version_from_the_strict_r
     version, and an earlier pair still finds its own."""
     [hit, *_] = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}_ab'")
     assert isinstance(hit, ModelVersionSearch)
-    register_regression_model(platform, MODEL, slope=4.0, aliases=("challenger",))
+    third = register_regression_model(platform, MODEL, slope=4.0, aliases=("challenger",))
+    mlflow.MlflowClient().set_model_version_tag(MODEL, third, GATE_OUTCOME_TAG, EXPERIMENT)
     run(platform, build_config(DeployConfig, [f"--model-name={MODEL}", *DEPLOY_ARGUMENTS]))
     second = _deployed(platform)
     assert (second.sticky_ab.champion_version, second.sticky_ab.challenger_version) == ("1", "3")

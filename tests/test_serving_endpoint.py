@@ -532,7 +532,7 @@ def test_records_that_cannot_be_written_are_counted_and_reported_by_health(confi
 
 
 def test_records_refused_by_a_full_queue_are_counted(tmp_path):
-    writer = InferenceTableWriter(tmp_path / "payload", max_queued=1)
+    writer = InferenceTableWriter(tmp_path / "payload", "test.serving.payload", max_queued=1)
     record = InferenceRecord(
         databricks_request_id="r",
         client_request_id=None,

@@ -15,8 +15,9 @@ import typer
 from typer.testing import CliRunner
 
 from mlops_laptop.serving.cli import serve_command
+from mlops_laptop.serving.local_deploy import deployed_endpoint
+from mlops_laptop.serving.local_host import local_host
 from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
-from mlops_template.serving.spec import endpoint_spec_path, load_endpoint_specs
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.deploy import DeployConfig
 from test_serving_support import deploy_champion_and_challenger, invoke, model_inputs, records_body
@@ -35,30 +36,38 @@ def deployed(platform) -> None:
         f"--endpoint-name={ENDPOINT}",
         "--schema=test.serving_deploy",
         "--inference-table-enabled=true",
-        "--challenger-traffic-percent=25",
+        "--rollout=canary",
+        "--challenger-percent=25",
         "--workload-size=Medium",
     )
 
 
-def test_the_spec_is_recorded_and_each_served_entity_answered_its_example(deployed, platform, spark):
-    [config] = [c for c in load_endpoint_specs(platform.state_dir) if c.name == ENDPOINT]
-    assert endpoint_spec_path(platform.state_dir, ENDPOINT).is_file()
-    assert {r.served_entity_name: r.traffic_percentage for r in config.routes} == {
+def test_the_deploy_task_creates_the_endpoint_through_the_local_control_plane(deployed, platform, spark):
+    """The deploy task's deployer is the SDK's, against the local host: the endpoint persists as
+    `serving_endpoints.get` describes it (`ServingEndpointDetailed`), and the inference table is
+    registered in the metastore (empty: the served entities' input-example checks are health
+    checks, not traffic)."""
+    endpoint = deployed_endpoint(platform, ENDPOINT)
+    assert [(e.name, e.entity_version, e.workload_size) for e in endpoint.config.served_entities] == [
+        ("scorer-1", "1", "Medium"),
+        ("scorer-2", "2", "Medium"),
+    ]
+    assert {r.served_entity_name: r.traffic_percentage for r in endpoint.config.traffic_config.routes} == {
         "scorer-1": 75,
         "scorer-2": 25,
     }
-    assert config.tags["git_sha"] == "unknown"
+    assert {t.key: t.value for t in endpoint.tags}["git_sha"] == "unknown"
+    assert endpoint.ai_gateway.inference_table_config.table_name_prefix == "scores_dev"
     payload = platform.read_table(PAYLOAD_TABLE)
     assert payload.schema.simpleString() == (
         "struct<databricks_request_id:string,client_request_id:string,request_date:date,request_time:timestamp,"
         "status_code:int,sampling_fraction:double,execution_duration_ms:bigint,request:string,response:string,"
         "served_entity_id:string,logging_error_codes:array<string>,requester:string>"
     )
-    rows = payload.collect()
-    assert sorted(row.status_code for row in rows) == [200, 200]
+    assert payload.count() == 0
 
 
-def test_the_deployer_records_the_served_entities_the_payload_ids_name(deployed, platform):
+def test_the_deployer_records_the_served_entities_the_payload_ids_name(deployed, platform, spark):
     """The inference table's `served_entity_id` joins `system.serving.served_entities` for the served
     entity's name and version (https://docs.databricks.com/aws/en/ai-gateway/inference-tables): the
     local deployer keeps that table under the same three-level name, mapped like every table."""
@@ -67,6 +76,10 @@ def test_the_deployer_records_the_served_entities_the_payload_ids_name(deployed,
         "struct<served_entity_id:string,endpoint_name:string,served_entity_name:string,entity_type:string,"
         "entity_name:string,entity_version:string,change_time:timestamp>"
     )
+    with local_host(platform.state_dir) as host:  # the in-process server flushes its table at the end
+        for served in ("scorer-1", "scorer-2"):
+            assert invoke(host.url, ENDPOINT, records_body(model_inputs(1)), served=served).status_code == 200
+    spark.catalog.refreshTable(platform.table_name(PAYLOAD_TABLE))
     joined = platform.read_table(PAYLOAD_TABLE).join(entities, on="served_entity_id")
     assert sorted(
         (row.endpoint_name, row.served_entity_name, row.entity_name, row.entity_version, row.entity_type)
@@ -147,14 +160,6 @@ def _cli() -> typer.Typer:
     return app
 
 
-def test_mlops_serve_says_to_run_the_pipeline_when_nothing_is_deployed(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    result = CliRunner().invoke(_cli(), ["-t", "nothing"])
-    assert result.exit_code == 2
-    assert "no endpoint is recorded for target nothing" in result.output
-    assert "Run the pipeline first" in result.output
-
-
 def test_mlops_serve_refuses_an_unset_token_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.delenv("NO_SUCH_TOKEN_VARIABLE", raising=False)
@@ -166,10 +171,10 @@ def test_mlops_serve_refuses_an_unset_token_variable(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--challenger-traffic-percent=10", "--ab-key-column=user", "--experiment-name=/x"], "not both"),
-        (["--ab-key-column=user"], "needs --experiment-name"),
+        (["--rollout=ab_test"], "needs --ab-key-column"),
+        (["--rollout=ab_test", "--ab-key-column=user"], "needs --experiment-name"),
         (["--workload-size=Huge"], "--workload-size"),
-        (["--challenger-traffic-percent=101"], "--challenger-traffic-percent"),
+        (["--challenger-percent=100"], "--challenger-percent"),
     ],
 )
 def test_the_deploy_task_refuses_contradictory_parameters(extra, message):

@@ -14,6 +14,9 @@ from databricks.sdk.service.serving import (
 )
 from pydantic import ValidationError
 
+from mlops_template.registry.experiment import EXPERIMENT
+from mlops_template.registry.versions import GATE_OUTCOME_TAG, set_version_tags
+from mlops_template.serving.deploy import endpoint_deployer
 from mlops_template.serving.spec import (
     EndpointConfig,
     InferenceTableSpec,
@@ -25,16 +28,11 @@ from mlops_template.serving.spec import (
     StickyABSpec,
     build_endpoint_config,
     endpoint_config,
-    endpoint_spec_path,
-    load_endpoint_spec,
-    load_endpoint_specs,
-    same_service,
-    save_endpoint_spec,
     served_versions,
 )
 from mlops_template.tasks.common import TaskArgumentError, build_config
-from mlops_template.tasks.deploy import DeployConfig, run
-from test_serving_support import deploy_champion_and_challenger, register_regression_model
+from mlops_template.tasks.deploy import DeployConfig, endpoint_spec, run
+from test_serving_support import register_regression_model
 
 MODEL = "test.serving_spec.scorer"
 TABLE = InferenceTableSpec(
@@ -174,14 +172,6 @@ def test_the_sticky_ab_model_is_the_only_served_entity_on_databricks():
     assert {t.key: t.value for t in request.tags}["ab_model_version"] == "7"
 
 
-def test_specs_round_trip_through_the_local_state(tmp_path):
-    config = _config()
-    path = save_endpoint_spec(tmp_path, config)
-    assert path == tmp_path / "endpoints" / "scores-dev.json"
-    assert load_endpoint_specs(tmp_path) == [config]
-    assert load_endpoint_specs(tmp_path / "nothing") == []
-
-
 def test_aliases_resolve_to_versions_through_the_registry(platform):
     platform.configure_mlflow()
     name = "test.serving_spec.alias_model"
@@ -193,13 +183,9 @@ def test_aliases_resolve_to_versions_through_the_registry(platform):
     assert served_versions(mlflow.MlflowClient(), name) == (first, second)
 
 
-def test_same_service_compares_what_is_served_not_the_tags():
-    """Deploy is idempotent on what the endpoint serves: entities, routes, table, permissions."""
+def test_a_query_group_gets_a_permission_level_the_sdk_knows():
+    """The permission levels are the SDK's `ServingEndpointPermissionLevel`."""
     deployed = _config(query_group="readers")
-    assert same_service(deployed, _config(query_group="readers", git_sha="other"))
-    assert not same_service(deployed, _config(query_group="readers", challenger_traffic_percent=30))
-    assert not same_service(deployed, _config(query_group="readers", challenger_version=None))
-    assert not same_service(deployed, _config())
     assert deployed.permissions == [PermissionSpec(group_name="readers", permission_level="CAN_QUERY")]
     levels = {level.value for level in ServingEndpointPermissionLevel}
     assert set(PermissionLevel.__args__) == levels  # the SDK's serving endpoint permission levels
@@ -210,31 +196,36 @@ def test_same_service_compares_what_is_served_not_the_tags():
 def test_the_deploy_task_deploys_only_when_the_endpoint_does_not_serve_the_wanted_config(platform, caplog):
     """The pipeline runs deploy after every validation: the same champion/challenger is not redeployed."""
     model, endpoint = "test.serving_spec.idempotent_model", "scores-idempotent"
+    platform.configure_mlflow()
+    register_regression_model(platform, model, slope=2.0, aliases=("champion",))
+    challenger = register_regression_model(platform, model, slope=3.0, aliases=("challenger",))
+    set_version_tags(model, int(challenger), {GATE_OUTCOME_TAG: EXPERIMENT})
     arguments = [
         f"--model-name={model}",
         f"--endpoint-name={endpoint}",
         "--schema=test.serving_spec",
-        "--challenger-traffic-percent=20",
+        "--rollout=canary",
+        "--challenger-percent=20",
         "--query-group=score-readers",
     ]
-    deploy_champion_and_challenger(platform, model, *arguments[1:])
-    path = endpoint_spec_path(platform.state_dir, endpoint)
-    recorded = path.stat().st_mtime_ns
-    assert load_endpoint_spec(platform.state_dir, endpoint).permissions == [
-        PermissionSpec(group_name="score-readers")
-    ]
+    deployer = endpoint_deployer(platform)
+    run(platform, build_config(DeployConfig, arguments))
+    first = endpoint_spec(platform, build_config(DeployConfig, arguments))
+    assert first.permissions == [PermissionSpec(group_name="score-readers")]
+    assert deployer.serves(first)
     with caplog.at_level(logging.INFO, logger="mlops_template.tasks.deploy"):
         run(platform, build_config(DeployConfig, [*arguments, "--git-sha=later"]))
     assert f"endpoint {endpoint} already serves" in caplog.text
-    assert path.stat().st_mtime_ns == recorded
 
     caplog.clear()
+    changed = build_config(DeployConfig, [*arguments[:-2], "--challenger-percent=30"])
     with caplog.at_level(logging.INFO, logger="mlops_template.tasks.deploy"):
-        run(platform, build_config(DeployConfig, [*arguments[:-2], "--challenger-traffic-percent=30"]))
+        run(platform, changed)
     assert f"endpoint {endpoint} does not serve" in caplog.text
-    deployed = load_endpoint_spec(platform.state_dir, endpoint)
+    deployed = endpoint_spec(platform, changed)
     assert [r.traffic_percentage for r in deployed.routes] == [70, 30]
     assert deployed.permissions == []
+    assert deployer.serves(deployed) and not deployer.serves(first)
 
 
 @pytest.mark.parametrize("name", ["scores-dev-józef", "scores dev", "t" * 64])

@@ -24,8 +24,10 @@ from sklearn.pipeline import make_pipeline
 
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.serving.app import create_app
-from mlops_laptop.serving.endpoint import BatchSettings, Endpoint
+from mlops_laptop.serving.endpoint import BatchSettings, Endpoint, ServedModel, table_writer
 from mlops_laptop.serving.server import LocalServer
+from mlops_template.registry.experiment import EXPERIMENT
+from mlops_template.registry.versions import GATE_OUTCOME_TAG
 from mlops_template.serving.spec import EndpointConfig, InferenceTableSpec, StickyABSpec, endpoint_config
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.deploy import DeployConfig, run
@@ -157,7 +159,7 @@ def serving(
     Each endpoint routes requests with its own generator seeded by `seed`: traffic splits repeat.
     """
     endpoints = [
-        Endpoint.load(
+        local_endpoint(
             config,
             state_dir,
             batching=batching,
@@ -168,6 +170,28 @@ def serving(
     ]
     with LocalServer(create_app(endpoints, token=token)) as server:
         yield server.url, endpoints
+
+
+def local_endpoint(
+    config: EndpointConfig,
+    state_dir: Path,
+    *,
+    batching: BatchSettings | None = None,
+    table_flush_seconds: float = 60.0,
+    rng: random.Random | None = None,
+) -> Endpoint:
+    """The data plane of `config` alone (no control plane): its models loaded, its table writer."""
+    models = {
+        entity.name: ServedModel.load(config.name, entity, batching or BatchSettings())
+        for entity in config.served_entities
+    }
+    table = config.inference_table
+    writer = (
+        table_writer(state_dir, table.payload_table, flush_seconds=table_flush_seconds)
+        if table.enabled
+        else None
+    )
+    return Endpoint(config.name, models, list(config.routes), writer, rng=rng)
 
 
 def records_body(frame: pd.DataFrame, **extra: Any) -> dict[str, Any]:
@@ -185,10 +209,12 @@ def invoke(
 
 
 def deploy_champion_and_challenger(platform: LocalPlatform, model: str, *arguments: str) -> None:
-    """Register two versions (champion slope 2, challenger slope 3), then run the deploy task."""
+    """Register two versions (champion slope 2, challenger slope 3, a running experiment: the gate's
+    outcome `experiment`), then run the deploy task."""
     platform.configure_mlflow()
     register_regression_model(platform, model, slope=2.0, aliases=("champion",))
-    register_regression_model(platform, model, slope=3.0, aliases=("challenger",))
+    challenger = register_regression_model(platform, model, slope=3.0, aliases=("challenger",))
+    mlflow.MlflowClient().set_model_version_tag(model, challenger, GATE_OUTCOME_TAG, EXPERIMENT)
     run(platform, build_config(DeployConfig, [f"--model-name={model}", *arguments]))
 
 

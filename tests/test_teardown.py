@@ -18,14 +18,10 @@ from mlflow.exceptions import MlflowException
 
 from mlops_laptop.bundle.loader import load_bundle
 from mlops_laptop.bundle.runner import LocalJobRunner, TaskStatus, check_job, load_entry_point
+from mlops_laptop.serving.local_deploy import deployed_endpoint
 from mlops_template.monitoring.quality_monitor import InferenceLogSpec, QualityMonitorSpec, quality_monitors
-from mlops_template.serving.spec import (
-    InferenceTableSpec,
-    ab_model_name,
-    endpoint_config,
-    load_endpoint_spec,
-    save_endpoint_spec,
-)
+from mlops_template.serving.deploy import endpoint_deployer
+from mlops_template.serving.spec import InferenceTableSpec, ab_model_name, endpoint_config
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.teardown import TeardownConfig
 from test_serving_support import register_regression_model
@@ -53,17 +49,19 @@ def test_the_teardown_job_names_what_the_pipeline_and_monitoring_jobs_create(tar
 
 
 def test_teardown_removes_the_endpoint_monitor_and_ab_model_and_runs_again(platform, spark, tmp_path):
-    """`mlops run teardown -t dev`: the recorded endpoint and monitor and the A/B model are gone."""
+    """`mlops run teardown -t dev`: the deployed endpoint (deleted through the local control plane)
+    and monitor and the A/B model are gone."""
     bundle = load_bundle(PROJECT_ROOT, "dev")
     job = bundle.job("teardown")
     config = build_config(TeardownConfig, job["tasks"][0]["python_wheel_task"]["parameters"])
     catalog, schema, _ = config.model_name.split(".")
-    save_endpoint_spec(
-        platform.state_dir,
+    platform.configure_mlflow()
+    version = register_regression_model(platform, config.model_name, slope=2.0)
+    endpoint_deployer(platform).deploy(
         endpoint_config(
             endpoint_name=config.endpoint_name,
             model_name=config.model_name,
-            champion_version="1",
+            champion_version=version,
             challenger_version=None,
             challenger_traffic_percent=0,
             workload_size="Small",
@@ -102,7 +100,7 @@ def test_teardown_removes_the_endpoint_monitor_and_ab_model_and_runs_again(platf
         result = runner.run("teardown", {})
         assert [(r.task_key, r.status) for r in result.tasks] == [("teardown", TaskStatus.SUCCESS)]
 
-    assert load_endpoint_spec(platform.state_dir, config.endpoint_name) is None
+    assert deployed_endpoint(platform, config.endpoint_name) is None
     assert monitors.recorded(config.monitoring_table) is None
     platform.configure_mlflow()
     with pytest.raises(MlflowException):

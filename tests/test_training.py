@@ -8,7 +8,9 @@ import pytest
 
 from churn_example.spec import PROBLEM as CHURN
 from mlops_template.problem_spec import PROBLEM_VARIABLE, ProblemSpecError, TaskType
-from mlops_template.registry.gate import gate_failures
+from mlops_template.registry.experiment import EXPERIMENT
+from mlops_template.registry.gate import gate_decision
+from mlops_template.registry.versions import PROMOTED, REJECTED
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.train import TrainConfig
 from mlops_template.training.config import TrainingConfig, TrainingConfigError
@@ -87,19 +89,75 @@ def _metrics(**values: float) -> Metrics:
     return Metrics(values, rows=100)
 
 
-def test_the_gate_compares_the_primary_metric_in_its_direction() -> None:
-    config = TrainingConfig.from_overrides({"gate_promotion_margin": 0.1, "gate_max_brier": 1.0}, CHURN)
-    champion = _metrics(roc_auc=0.8, brier=0.2)
-    # Higher is better for ROC AUC: 0.73 is within 10% below 0.80, 0.71 is not.
-    assert gate_failures(_metrics(roc_auc=0.73, brier=0.2), champion, config, "roc_auc") == []
-    (failure,) = gate_failures(_metrics(roc_auc=0.71, brier=0.2), champion, config, "roc_auc")
-    assert "roc_auc 0.710 worse than the champion's 0.800" in failure and "at least 0.720" in failure
-    # Lower is better for the Brier score: 0.21 is within 10% above 0.20, 0.23 is not.
-    assert gate_failures(_metrics(roc_auc=0.8, brier=0.21), champion, config, "brier") == []
-    assert gate_failures(_metrics(roc_auc=0.8, brier=0.23), champion, config, "brier")
+# Margin 10%, clearly better from 5%: against a champion's 0.80, a higher-is-better metric
+# (ROC AUC) is rejected below 0.72 and promoted from 0.84; a lower-is-better one (Brier 0.20) is
+# rejected above 0.22 and promoted from 0.19. In between: an experiment, unless the policy is replace.
+BANDS = {"gate_promotion_margin": 0.1, "gate_min_improvement": 0.05, "gate_max_brier": 1.0}
+CHAMPION_METRICS = {"roc_auc": 0.8, "brier": 0.2}
 
 
-def test_the_gate_names_each_threshold_it_fails() -> None:
+@pytest.mark.parametrize(
+    ("metric", "value", "replace", "live"),
+    [
+        ("roc_auc", 0.71, REJECTED, REJECTED),
+        ("roc_auc", 0.73, PROMOTED, EXPERIMENT),
+        ("roc_auc", 0.83, PROMOTED, EXPERIMENT),
+        ("roc_auc", 0.85, PROMOTED, PROMOTED),
+        ("brier", 0.23, REJECTED, REJECTED),
+        ("brier", 0.21, PROMOTED, EXPERIMENT),
+        ("brier", 0.195, PROMOTED, EXPERIMENT),
+        ("brier", 0.18, PROMOTED, PROMOTED),
+    ],
+)
+def test_the_gate_has_three_outcomes_in_the_metrics_direction(
+    metric: str, value: float, replace: str, live: str
+) -> None:
+    """Would catch a flipped direction (a lower ROC AUC promoted), an experiment under replace, or
+    a clearly better challenger held back in a live experiment."""
+    config = TrainingConfig.from_overrides(BANDS, CHURN)
+    champion = _metrics(**CHAMPION_METRICS)
+    challenger = _metrics(**{**CHAMPION_METRICS, metric: value})
+    outcomes = {
+        policy: gate_decision(challenger, champion, config, metric, policy).outcome
+        for policy in ("replace", "canary", "ab_test")
+    }
+    assert outcomes == {"replace": replace, "canary": live, "ab_test": live}
+
+
+def test_the_gate_says_why() -> None:
+    config = TrainingConfig.from_overrides(BANDS, CHURN)
+    champion = _metrics(**CHAMPION_METRICS)
+
+    (worse,) = gate_decision(_metrics(roc_auc=0.71, brier=0.2), champion, config, "roc_auc", "canary").reasons
+    assert "roc_auc 0.710 against the champion's 0.800: worse by more than the 10.0% margin" in worse
+    assert "at least 0.720 passes" in worse
+    (within,) = gate_decision(_metrics(roc_auc=0.8, brier=0.21), champion, config, "brier", "ab_test").reasons
+    assert "within the 10.0% margin but not better by the 5.0% needed" in within and "at most 0.190" in within
+    assert within.endswith("rollout ab_test tries it live beside the champion")
+    (replaced,) = gate_decision(
+        _metrics(roc_auc=0.8, brier=0.21), champion, config, "brier", "replace"
+    ).reasons
+    assert replaced.endswith("rollout replace promotes it")
+    first = gate_decision(_metrics(roc_auc=0.6, brier=0.2), None, config, "roc_auc", "canary")
+    assert (first.outcome, first.reasons) == (
+        PROMOTED,
+        ("passed the thresholds; no other champion to compare with",),
+    )
+
+
+def test_the_gate_rejects_on_each_threshold_it_fails_whatever_the_policy() -> None:
     config = TrainingConfig.from_overrides({"gate_min_roc_auc": 0.9, "gate_max_brier": 0.1}, CHURN)
-    failures = gate_failures(_metrics(roc_auc=0.85, brier=0.2), None, config, "roc_auc")
-    assert failures == ["roc_auc 0.850 below min_roc_auc 0.9", "brier 0.200 above max_brier 0.1"]
+    for policy in ("replace", "canary", "ab_test"):
+        decision = gate_decision(_metrics(roc_auc=0.85, brier=0.2), None, config, "roc_auc", policy)
+        assert decision.outcome == REJECTED
+        assert decision.reasons == ("roc_auc 0.850 below min_roc_auc 0.9", "brier 0.200 above max_brier 0.1")
+
+
+def test_the_clearly_better_bound_is_a_training_parameter() -> None:
+    assert TrainingConfig.defaults(CHURN).gate_min_improvement == 0.01
+    config = TrainingConfig.from_json('{"gate_min_improvement": 0.2}', CHURN)
+    assert config.as_parameters()["gate_min_improvement"] == 0.2
+    with pytest.raises(
+        TrainingConfigError, match="gate_min_improvement: Input should be greater than or equal to 0"
+    ):
+        TrainingConfig.from_json('{"gate_min_improvement": -0.1}', CHURN)

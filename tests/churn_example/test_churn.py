@@ -29,12 +29,12 @@ from mlops_laptop.monitoring.simulate import request_body
 from mlops_laptop.pipeline_names import pipeline_names
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.serving.app import SERVED_MODEL_NAME_HEADER
-from mlops_laptop.serving.local_deploy import LocalEndpointDeployer
+from mlops_laptop.serving.local_deploy import LocalEndpointDeployer, deployed_endpoint
 from mlops_template.monitoring.metrics import metrics_frame, window_table
 from mlops_template.pipeline_names import PipelineNames
 from mlops_template.problem_spec import PROBLEM_VARIABLE
 from mlops_template.registry.versions import CHALLENGER, CHAMPION, get_aliases, model_status
-from mlops_template.serving.spec import load_endpoint_spec, served_entity_name
+from mlops_template.serving.spec import served_entity_name
 from mlops_template.training.dataset import build_training_set
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -124,12 +124,12 @@ def test_the_pipeline_job_trains_gates_deploys_and_scores_the_classifier(churn: 
 
 
 def test_the_deploy_task_recorded_the_endpoint_serving_the_champion(platform, churn: ChurnRun) -> None:
-    recorded = load_endpoint_spec(platform.state_dir, churn.names.endpoint)
+    recorded = deployed_endpoint(platform, churn.names.endpoint)
     assert recorded is not None
-    assert [(e.entity_name, e.entity_version) for e in recorded.served_entities] == [
+    assert [(e.entity_name, e.entity_version) for e in recorded.config.served_entities] == [
         (churn.names.model_name, "1")
     ]
-    assert recorded.inference_table.table_name_prefix == "churn_endpoint"
+    assert recorded.ai_gateway.inference_table_config.table_name_prefix == "churn_endpoint"
     assert churn.answer[SERVED_MODEL_NAME_HEADER] == served_entity_name(churn.names.model_name, "1")
 
 

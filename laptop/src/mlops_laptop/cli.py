@@ -19,15 +19,15 @@ import typer
 
 from mlops_laptop.console import console, error_console, escape
 from mlops_laptop.doctor.cli import doctor_command
+from mlops_laptop.jobs import load_target, name_value_pairs, run_local_job
 from mlops_laptop.monitoring.cli import monitor_app, simulate_traffic
+from mlops_laptop.options import TargetOption, VarOption, fail
 from mlops_laptop.registry.cli import model_app
+from mlops_laptop.rollout.cli import rollout_app
 from mlops_laptop.serving.cli import serve_command
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-    from mlops_laptop.bundle.loader import ResolvedBundle
-    from mlops_laptop.bundle.runner import JobRunResult, TaskResult, TaskStatus
+    pass
 
 app = typer.Typer(
     help="Run the MLOps bundle's jobs locally and check it offline.",
@@ -43,26 +43,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.command("serve")(serve_command)
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(rollout_app, name="rollout")
 app.command("simulate-traffic")(simulate_traffic)
 app.command("doctor")(doctor_command)
-
-TargetOption = Annotated[
-    str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")
-]
-VarOption = Annotated[
-    list[str] | None, typer.Option("--var", help="Override a bundle variable: name=value (repeatable).")
-]
-
-
-def _status_style(status: TaskStatus) -> str:
-    from mlops_laptop.bundle.runner import TaskStatus
-
-    return {
-        TaskStatus.SUCCESS: "green",
-        TaskStatus.FAILED: "bold red",
-        TaskStatus.EXCLUDED: "yellow",
-        TaskStatus.UPSTREAM_FAILED: "red",
-    }[status]
 
 
 @app.callback()
@@ -79,31 +62,6 @@ def _configure_logging(
     )
     logging.getLogger("mlops_template").setLevel(logging.DEBUG if verbose else logging.INFO)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in values or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"expected name=value, got '{item}'", param_hint=option)
-        pairs[name] = value
-    return pairs
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    error_console().print(f"[bold red]Error:[/] {escape(message)}")
-    return typer.Exit(code)
-
-
-def _load(target: str | None, variables: list[str] | None) -> ResolvedBundle:
-    from mlops_laptop.bundle.loader import BundleError, find_bundle_root
-    from mlops_laptop.bundle.validate import validate_bundle
-
-    try:
-        return validate_bundle(find_bundle_root(), target, _pairs(variables, "--var"))
-    except BundleError as error:
-        raise _fail(str(error)) from None
 
 
 class OutputFormat(StrEnum):
@@ -125,7 +83,7 @@ def bundle_validate(
     """Check databricks.yml and its includes for TARGET offline: schema, references, resources."""
     from mlops_laptop.bundle.validate import bundle_json
 
-    bundle = _load(target, var)
+    bundle = load_target(target, var)
     if output is OutputFormat.json:
         sys.stdout.write(json.dumps(bundle_json(bundle), indent=2, sort_keys=True) + "\n")
         return
@@ -138,7 +96,7 @@ def bundle_summary(target: TargetOption = None, var: VarOption = None) -> None:
     """Print the resolved variables, jobs and tasks of TARGET."""
     from rich.table import Table
 
-    bundle = _load(target, var)
+    bundle = load_target(target, var)
     console().print(
         f"Bundle [bold]{bundle.name}[/], target [bold]{bundle.target}[/] (mode {bundle.mode or 'default'})"
     )
@@ -173,31 +131,6 @@ def _describe_task(task: dict) -> tuple[str, str, str, str]:
     return task["task_key"], kind, depends, str(task.get(kind, {}).get("job_id", ""))
 
 
-class _RichReporter:
-    """Shows each task's start and end as the runner goes."""
-
-    def task_started(self, job_key: str, task_key: str) -> None:
-        console().print(f"[bold cyan]>[/] {job_key}.{task_key} started")
-
-    def task_finished(self, job_key: str, result: TaskResult) -> None:
-        from rich.panel import Panel
-
-        style = _status_style(result.status)
-        console().print(f"  {job_key}.{result.task_key} [{style}]{result.status}[/] ({result.seconds:.1f}s)")
-        if result.error:
-            error_console().print(Panel(result.error, title=f"{result.task_key} failed", border_style="red"))
-
-
-def _summary_table(result: JobRunResult) -> Table:
-    from rich.table import Table
-
-    table = Table("task", "status", "seconds", title=f"Run {result.run_id} of job {result.job_key}")
-    for task in result.tasks:
-        style = _status_style(task.status)
-        table.add_row(task.task_key, f"[{style}]{task.status}[/]", f"{task.seconds:.1f}")
-    return table
-
-
 @app.command("run")
 def run_job(
     job: Annotated[str, typer.Argument(help="Job key under resources.jobs.")],
@@ -208,26 +141,7 @@ def run_job(
     var: VarOption = None,
 ) -> None:
     """Run JOB's tasks locally in dependency order, in one process with one Spark session."""
-    from mlops_laptop.bundle.runner import JobDefinitionError, LocalJobRunner
-    from mlops_laptop.platform.local import LocalPlatform, LocalStateError
-    from mlops_template.platform import activate
-
-    bundle = _load(target, var)
-    platform = LocalPlatform(bundle.target)
-    activate(platform)
-    runner = LocalJobRunner.for_bundle(
-        bundle, platform.task_values, platform.state_dir / "runs", _RichReporter()
-    )
-    try:
-        result = runner.run(job, _pairs(param, "--param"))
-    except (JobDefinitionError, LocalStateError) as error:
-        raise _fail(str(error)) from None
-    finally:
-        platform.stop()
-        activate(None)
-    console().print(_summary_table(result))
-    if not result.succeeded:
-        raise _fail(f"job {job} failed (run {result.run_id})", code=1)
+    run_local_job(load_target(target, var), job, name_value_pairs(param, "--param"))
 
 
 @app.command("reset")
@@ -235,12 +149,12 @@ def reset(target: TargetOption = None) -> None:
     """Delete TARGET's local state (tables, metastore, MLflow store, runs)."""
     from mlops_laptop.platform.local import LocalPlatform, LocalStateError
 
-    bundle = _load(target, None)
+    bundle = load_target(target, None)
     platform = LocalPlatform(bundle.target)
     try:
         removed = platform.reset()
     except LocalStateError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     console().print(
         f"Removed {platform.state_dir}." if removed else f"Nothing to remove at {platform.state_dir}."
     )
@@ -259,13 +173,13 @@ def generate(
 
     problem = load_problem()
     if problem.sample_source is None:
-        raise _fail(f"the problem spec {problem.name} has no sample_source to generate rows with")
-    bundle = _load(target, None)
+        raise fail(f"the problem spec {problem.name} has no sample_source to generate rows with")
+    bundle = load_target(target, None)
     platform = LocalPlatform(bundle.target)
     try:
         platform.save_table(problem.sample_source(platform.spark, rows, seed), table)
     except (LocalStateError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     finally:
         platform.stop()
     console().print(f"Wrote {rows} rows of {problem.name} sample data to {table} in {platform.state_dir}.")
@@ -286,7 +200,7 @@ def rename_project(
     try:
         changed = rename(Path.cwd(), Names(project, package, bundle), relock=relock)
     except RenameError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     console().print(
         f"Renamed in {len(changed)} files; src/{package}/ is the package. Reinstall with `make install`."
     )

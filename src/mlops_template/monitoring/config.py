@@ -17,12 +17,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     model_validator,
 )
 
-from mlops_template.jsonparams import parse_json_object
+from mlops_template.jsonparams import validated_json_object
 from mlops_template.problem_spec import ProblemSpec, load_problem
 
 QUALITY_PREFIX = "quality_"
@@ -109,14 +108,7 @@ class MonitoringThresholds(BaseModel):
     @classmethod
     def from_json(cls, text: str, spec: ProblemSpec | None = None) -> MonitoringThresholds:
         """Defaults overridden by a JSON object such as `{"psi": 0.1}`; "" means defaults."""
-        overrides = parse_json_object(text, "monitoring thresholds", ThresholdsError)
-        try:
-            return cls.model_validate(overrides, context={"spec": spec})
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'thresholds'}: {e['msg']}" for e in error.errors()
-            )
-            raise ThresholdsError(f"bad monitoring thresholds: {problems}") from None
+        return validated_json_object(cls, text, "monitoring thresholds", ThresholdsError, {"spec": spec})
 
 
 def _parse_json_string(value: Any) -> Any:

@@ -1,6 +1,9 @@
-"""The monitoring figure: drift, quality and service metrics per window (matplotlib object API, Agg)."""
+"""The monitoring figures (matplotlib object API, Agg): drift, quality and service metrics per window;
+the live experiment per variant."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,9 @@ from matplotlib.figure import Figure
 from mlops_template.monitoring.config import MonitoringThresholds
 from mlops_template.monitoring.metrics import window_table
 from mlops_template.problem_spec import ProblemSpec
+
+if TYPE_CHECKING:
+    from mlops_template.monitoring.rollout import RolloutAnalysis
 
 MAX_TICKS = 12
 _SERVICE = ["error_rate", "latency_p95_ms"]
@@ -56,4 +62,50 @@ def monitoring_figure(metrics: pd.DataFrame, thresholds: MonitoringThresholds, s
     latency_axes.plot(x, windows["latency_p95_ms"], marker="s", markersize=4, color="C0")
     latency_axes.set_ylabel("p95 latency (ms)", color="C0")
     _label_windows(service_axes, windows.index)
+    return figure
+
+
+def rollout_figure(analysis: RolloutAnalysis) -> Figure:
+    """Each variant's RMSE and MAE with their confidence intervals, the challenger's minus the
+    champion's (below 0: the challenger errs less), and each variant's error rate and p95 latency."""
+    figure = Figure(figsize=(11.0, 4.0), layout="tight")
+    FigureCanvasAgg(figure)
+    error_axes, difference_axes, service_axes = figure.subplots(1, 3)
+    variants = list(analysis.variants.values())
+    labels = [f"{v.variant}\nv{v.version} ({v.labelled} labelled)" for v in variants]
+    x = np.arange(len(variants))
+    for offset, metric in ((-0.1, "rmse"), (0.1, "mae")):
+        intervals = [v.error.get(metric) for v in variants]
+        shown = [(i, interval) for i, interval in enumerate(intervals) if interval is not None]
+        if shown:
+            positions = [x[i] + offset for i, _ in shown]
+            estimates = np.array([interval.estimate for _, interval in shown])
+            spans = np.array([[i.estimate - i.low, i.high - i.estimate] for _, i in shown]).T
+            error_axes.errorbar(positions, estimates, yerr=spans, fmt="o", capsize=4, label=metric)
+    error_axes.set_xticks(x, labels)
+    error_axes.set_xlim(-0.5, len(variants) - 0.5)
+    error_axes.set_ylabel(f"error on labelled rows ({analysis.confidence:.0%} CI)")
+    error_axes.legend(fontsize="small")
+    names = [metric for metric in ("rmse", "mae") if metric in analysis.difference]
+    for index, metric in enumerate(names):
+        interval = analysis.difference[metric]
+        span = [[interval.estimate - interval.low], [interval.high - interval.estimate]]
+        difference_axes.errorbar(
+            [index], [interval.estimate], yerr=span, fmt="o", capsize=4, color=f"C{index}"
+        )
+    difference_axes.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    difference_axes.set_xticks(np.arange(len(names)), names)
+    difference_axes.set_xlim(-0.5, max(len(names), 1) - 0.5)
+    difference_axes.set_ylabel("challenger minus champion")
+    difference_axes.set_title(
+        f"v{analysis.experiment.challenger} vs v{analysis.experiment.champion}", fontsize="medium"
+    )
+    rates = [100 * (v.error_rate or 0.0) for v in variants]
+    service_axes.bar(x, rates, width=0.5, color="C3", alpha=0.6)
+    service_axes.set_ylabel("errors (% of requests)", color="C3")
+    service_axes.set_xticks(x, [v.variant for v in variants])
+    latency_axes = service_axes.twinx()
+    latency = [np.nan if v.latency_p95_ms is None else v.latency_p95_ms for v in variants]
+    latency_axes.plot(x, latency, marker="s", linestyle="none", color="C0")
+    latency_axes.set_ylabel("p95 latency (ms)", color="C0")
     return figure

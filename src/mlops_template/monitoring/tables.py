@@ -54,6 +54,10 @@ class MonitoringTables:
     def drift_metrics(self) -> str:
         return self._table("drift_metrics")
 
+    @property
+    def rollout_metrics(self) -> str:
+        return self._table("rollout_metrics")
+
 
 def granularity_length(granularity: str) -> dt.timedelta:
     """The length of a window such as "1 hour" or "30 minutes" (Spark's `window()` syntax)."""

@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
-from mlflow.types.schema import Array
+from mlflow.types.schema import AnyType, Array
 
 from mlops_template.serving import ab_model
 from mlops_template.serving.spec import StickyABSpec, ab_model_name
@@ -86,7 +86,11 @@ def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experimen
                 f"{model_name} version {tags['champion_version']} needs a signature with named columns"
             )
         if key_column not in inputs.input_names():
-            inputs = Schema([*inputs.inputs, ColSpec("string", key_column)])
+            # Any type: the A/B model hashes the key's text (`ab_model.key_bucket`), so a numeric id
+            # (a long row id) is as good a key as a string. Unity Catalog asks only that the
+            # signature has inputs and outputs (mlflow store/_unity_catalog/registry/rest_store.py,
+            # `_validate_model_signature`).
+            inputs = Schema([*inputs.inputs, ColSpec(AnyType(), key_column)])
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"{name.rsplit('.', 1)[-1]} registration"
         ):

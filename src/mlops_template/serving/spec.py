@@ -1,15 +1,14 @@
 """The endpoint specification: served entities, traffic routes, sticky A/B, inference table, tags.
 
-`EndpointConfig` is the one description both deployers take. `build_endpoint_config` turns it into
-the Databricks SDK request objects; the local deployer records it as JSON in the local state, from
-where `mlops serve` reads it.
+`EndpointConfig` is what the deploy task wants served. `build_endpoint_config` turns it into the
+Databricks SDK request objects the deployer sends, to Model Serving or to the laptop's local
+serving control plane alike.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from databricks.sdk.service.serving import (
@@ -25,12 +24,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlops_template.atomic_files import write_atomically
 from mlops_template.platform.names import split_name
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-ENDPOINTS_DIR = "endpoints"
 _NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 # "An endpoint name can consist of alphanumeric characters, dashes, and underscores"
 # (databricks-sdk serving.py, CreateServingEndpoint.name).
@@ -194,9 +191,12 @@ def endpoint_config(
     sticky_ab: StickyABSpec | None = None,
     query_group: str = "",
 ) -> EndpointConfig:
-    """The endpoint serving the champion, plus the challenger with its traffic share when both are
-    given, or else the sticky A/B model as its only served entity when `sticky_ab` is given.
-    A `query_group` gets CAN_QUERY on the endpoint."""
+    """The endpoint serving the champion alone; or, with `sticky_ab`, the sticky A/B model as its only
+    served entity; or, with a `challenger_version` and a positive `challenger_traffic_percent`, a
+    canary: champion and challenger routed 100 - p / p percent per request, as Databricks splits
+    an endpoint's traffic between served entities ("Serve multiple models to a model serving
+    endpoint", docs.databricks.com: `traffic_config.routes`, e.g. 90 / 10). A `query_group` gets
+    CAN_QUERY on the endpoint."""
     if not 0 <= challenger_traffic_percent <= 100:
         raise ValueError(
             f"the challenger's traffic percent must be within 0..100, got {challenger_traffic_percent}"
@@ -240,13 +240,6 @@ def endpoint_config(
     )
 
 
-def same_service(deployed: EndpointConfig, wanted: EndpointConfig) -> bool:
-    """Whether `deployed` already serves what `wanted` asks: the same served entities, traffic
-    routes, inference table and permissions (tags such as the git sha are not compared)."""
-    fields = {"served_entities", "routes", "inference_table", "permissions"}
-    return deployed.model_dump(include=fields) == wanted.model_dump(include=fields)
-
-
 def build_endpoint_config(config: EndpointConfig) -> DatabricksEndpointRequest:
     """The Databricks SDK request objects for `config`."""
     entities = [
@@ -279,38 +272,3 @@ def build_endpoint_config(config: EndpointConfig) -> DatabricksEndpointRequest:
         ai_gateway=gateway,
         tags=[EndpointTag(key=key, value=value) for key, value in sorted(config.tags.items())],
     )
-
-
-def endpoint_spec_path(state_dir: Path, endpoint_name: str) -> Path:
-    """Where the local state records the spec of an endpoint."""
-    return state_dir / ENDPOINTS_DIR / f"{endpoint_name}.json"
-
-
-def save_endpoint_spec(state_dir: Path, config: EndpointConfig) -> Path:
-    """Record `config` in the local state; the file is replaced whole (readers never see half)."""
-    path = endpoint_spec_path(state_dir, config.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(path, lambda temporary: temporary.write_text(config.model_dump_json(indent=2)))
-
-
-def load_endpoint_spec(state_dir: Path, endpoint_name: str) -> EndpointConfig | None:
-    """The spec recorded for `endpoint_name`, or None when none is."""
-    path = endpoint_spec_path(state_dir, endpoint_name)
-    return EndpointConfig.model_validate_json(path.read_text()) if path.is_file() else None
-
-
-def delete_endpoint_spec(state_dir: Path, endpoint_name: str) -> bool:
-    """Forget the recorded spec of `endpoint_name`; False when none was recorded."""
-    path = endpoint_spec_path(state_dir, endpoint_name)
-    if not path.is_file():
-        return False
-    path.unlink()
-    return True
-
-
-def load_endpoint_specs(state_dir: Path) -> list[EndpointConfig]:
-    """Every endpoint spec recorded in the local state, by name."""
-    return [
-        EndpointConfig.model_validate_json(path.read_text())
-        for path in sorted((state_dir / ENDPOINTS_DIR).glob("*.json"))
-    ]

@@ -1,15 +1,25 @@
-"""Task `deploy`: serve the champion (with a challenger share or a sticky A/B model) on an endpoint."""
+"""Task `deploy`: reconcile the serving endpoint with the registry and the rollout policy.
+
+The endpoint serves the champion alone, unless a live experiment runs (`running_experiment`: a
+challenger the gate passed as `experiment`, neither promoted nor rolled back yet) and the policy
+tries it live: `canary` serves champion and challenger with a per-request split
+(`--challenger-percent` to the challenger); `ab_test` serves the sticky A/B model `<model>_ab`,
+which keeps each value of `--ab-key-column` on one variant (`--challenger-percent` of the keys to
+the challenger). `replace` never serves a challenger. The task is idempotent: it changes nothing
+when the endpoint already serves what it should, and records when the challenger began being served.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from mlflow import MlflowClient
 from pydantic import Field, field_validator, model_validator
 
 from mlops_template.platform import Platform
-from mlops_template.registry.versions import GATE_OUTCOME_TAG, REJECTED
+from mlops_template.registry.experiment import Experiment, RolloutPolicy, mark_started, running_experiment
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.deploy import endpoint_deployer
 from mlops_template.serving.spec import (
@@ -36,10 +46,10 @@ class DeployConfig(PipelineTaskConfig):
     inference_table_prefix: str = ""  # default: the endpoint name with '-' as '_'
     workload_size: WorkloadSize = "Small"
     scale_to_zero: bool = True
-    challenger_traffic_percent: int = Field(default=0, ge=0, le=100)
-    ab_key_column: str = ""  # empty: no sticky A/B
-    ab_challenger_share: float = Field(default=0.5, gt=0, lt=1)
-    experiment_name: str = ""  # where the A/B model is logged (needed with --ab-key-column)
+    rollout: RolloutPolicy = "replace"
+    challenger_percent: int = Field(default=10, ge=1, le=99)  # of requests (canary) or keys (ab_test)
+    ab_key_column: str = ""  # the request column keeping a caller on one variant (ab_test only)
+    experiment_name: str = ""  # where the A/B model is logged (needed with ab_test)
     git_sha: str = ""
     query_group: str = ""  # a group granted CAN_QUERY on the endpoint; empty: none
     ready_timeout_minutes: int = Field(default=45, gt=0)  # per wait for a config update
@@ -55,14 +65,14 @@ class DeployConfig(PipelineTaskConfig):
         return name
 
     @model_validator(mode="after")
-    def _one_way_to_split(self) -> DeployConfig:
-        if self.ab_key_column and self.challenger_traffic_percent:
+    def _ab_test_has_its_key(self) -> DeployConfig:
+        if self.rollout == "ab_test" and not self.ab_key_column:
             raise ValueError(
-                "choose --challenger-traffic-percent (random per request) "
-                "or --ab-key-column (sticky per key), not both"
+                "--rollout=ab_test needs --ab-key-column: the request column whose value keeps each caller "
+                "on one variant (bundle variable ab_key_column, e.g. --var ab_key_column=customer_id)"
             )
-        if self.ab_key_column and not self.experiment_name:
-            raise ValueError("--ab-key-column needs --experiment-name to log the A/B model in")
+        if self.rollout == "ab_test" and not self.experiment_name:
+            raise ValueError("--rollout=ab_test needs --experiment-name to log the A/B model in")
         return self
 
     @property
@@ -79,45 +89,72 @@ class DeployConfig(PipelineTaskConfig):
         return self.inference_table_prefix or self.endpoint_name.replace("-", "_")
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What the endpoint should serve, and the experiment whose challenger it serves (if any)."""
+
+    spec: EndpointConfig
+    experiment: Experiment | None
+
+
 def run(platform: Platform, config: DeployConfig) -> None:
-    """Deploy the wanted endpoint unless it already serves it (the task runs after every validation).
+    """Deploy the wanted endpoint unless it already serves it (the task runs after every validation
+    and every rollout decision); once it serves an experiment's challenger, record when that began.
 
     Without a champion yet (the first challenger was rejected) there is nothing to serve: the task
     says so and succeeds, and the first run whose challenger passes the gate deploys the endpoint.
     """
     deployer = endpoint_deployer(platform, ready_timeout=timedelta(minutes=config.ready_timeout_minutes))
     try:
-        spec = endpoint_spec(platform, config)
+        wanted = planned_deployment(platform, config)
     except MissingChampionError as error:
         log.warning("nothing to deploy: %s", error)
         return
+    spec = wanted.spec
     served = ", ".join(
         f"{entity.entity_name} v{entity.entity_version} {route.traffic_percentage}%"
         for entity, route in zip(spec.served_entities, spec.routes, strict=True)
     )
     if deployer.serves(spec):
         log.info("endpoint %s already serves %s: nothing to deploy", spec.name, served)
-        return
-    log.info("endpoint %s does not serve %s yet: deploying", spec.name, served)
-    deployer.deploy(spec)
+    else:
+        log.info("endpoint %s does not serve %s yet: deploying", spec.name, served)
+        deployer.deploy(spec)
+    if wanted.experiment is not None:
+        mark_started(wanted.experiment)
 
 
 def endpoint_spec(platform: Platform, config: DeployConfig) -> EndpointConfig:
-    """The endpoint the task deploys: champion (+ challenger or the sticky A/B model), table, tags."""
+    """The endpoint the task deploys (see `planned_deployment`)."""
+    return planned_deployment(platform, config).spec
+
+
+def planned_deployment(platform: Platform, config: DeployConfig) -> Deployment:
+    """The champion alone, or with the running experiment's challenger as the rollout policy says;
+    the inference table and tags. A MissingChampionError when there is no champion."""
     platform.configure_mlflow()
-    client = MlflowClient()
-    champion, challenger = served_versions(client, config.model_name)
-    if challenger is not None and _rejected(client, config.model_name, challenger):
-        log.info("challenger version %s was rejected by the validation gate: not served", challenger)
-        challenger = None
-    log.info("champion: version %s; challenger: %s", champion, challenger or "none")
-    sticky_ab = _sticky_ab(platform, config, champion, challenger)
-    return endpoint_config(
+    champion, _ = served_versions(MlflowClient(), config.model_name)
+    experiment = running_experiment(config.model_name)
+    if experiment is not None and config.rollout == "replace":
+        log.warning(
+            "version %d is a running experiment, but rollout replace serves no challenger: champion only",
+            experiment.challenger,
+        )
+        experiment = None
+    log.info(
+        "rollout %s: champion version %s; challenger served: %s",
+        config.rollout,
+        champion,
+        experiment.challenger if experiment else "none",
+    )
+    canary = experiment if config.rollout == "canary" else None
+    ab_test = experiment if config.rollout == "ab_test" else None
+    spec = endpoint_config(
         endpoint_name=config.endpoint_name,
         model_name=config.model_name,
         champion_version=champion,
-        challenger_version=challenger,
-        challenger_traffic_percent=config.challenger_traffic_percent,
+        challenger_version=str(canary.challenger) if canary else None,
+        challenger_traffic_percent=config.challenger_percent,
         workload_size=config.workload_size,
         scale_to_zero=config.scale_to_zero,
         inference_table=InferenceTableSpec(
@@ -127,30 +164,20 @@ def endpoint_spec(platform: Platform, config: DeployConfig) -> EndpointConfig:
             table_name_prefix=config.table_prefix,
         ),
         git_sha=config.git_sha or "unknown",
-        sticky_ab=sticky_ab,
+        sticky_ab=_sticky_ab(platform, config, ab_test) if ab_test else None,
         query_group=config.query_group,
     )
+    return Deployment(spec=spec, experiment=experiment)
 
 
-def _rejected(client: MlflowClient, model_name: str, version: str) -> bool:
-    """Whether the validation gate rejected this version (its `gate_outcome` tag)."""
-    return client.get_model_version(model_name, version).tags.get(GATE_OUTCOME_TAG) == REJECTED
-
-
-def _sticky_ab(
-    platform: Platform, config: DeployConfig, champion: str, challenger: str | None
-) -> StickyABSpec | None:
-    if not config.ab_key_column:
-        return None
-    if challenger is None:
-        log.warning("no challenger distinct from the champion: serving the champion alone, without A/B")
-        return None
+def _sticky_ab(platform: Platform, config: DeployConfig, experiment: Experiment) -> StickyABSpec:
+    """The registered A/B model over the experiment's champion and challenger."""
     return register_ab_model(
         config.model_name,
-        champion_version=champion,
-        challenger_version=challenger,
+        champion_version=str(experiment.champion),
+        challenger_version=str(experiment.challenger),
         key_column=config.ab_key_column,
-        challenger_share=config.ab_challenger_share,
+        challenger_share=config.challenger_percent / 100,
         experiment_id=platform.experiment_id(config.experiment_name),
     )
 

@@ -1,8 +1,10 @@
 """Task `validate_model`: the validation gate between training and deployment.
 
-It judges the version the `challenger` alias points at (set by task `train`) and moves the
-`champion` alias to it if it passes. A rejected challenger is a successful task: the champion
-stays, and task `deploy` finds the endpoint already serving it. A missing alias or table is an error.
+It judges the version the `challenger` alias points at (set by task `train`): promoted (the
+`champion` alias moves to it), rejected, or, under `--rollout=canary` / `--rollout=ab_test`, an
+experiment that task `deploy` serves beside the champion (see `registry/gate.py`). A rejected
+challenger is a successful task: the champion stays, and task `deploy` finds the endpoint already
+serving it. A missing alias or table is an error.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pydantic import Field
 
 from mlops_template.platform import Platform
 from mlops_template.problem_spec import load_problem
+from mlops_template.registry.experiment import RolloutPolicy
 from mlops_template.registry.gate import validate_challenger
 from mlops_template.registry.versions import CHALLENGER, ModelName, RegistryError, get_aliases
 from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
@@ -22,6 +25,7 @@ from mlops_template.training.dataset import build_training_set
 class ValidateModelConfig(PipelineTaskConfig):
     model_name: ModelName
     training_params: TrainingParams = Field(default_factory=default_training_config)
+    rollout: RolloutPolicy = "replace"
 
 
 def run(platform: Platform, config: ValidateModelConfig) -> None:
@@ -30,7 +34,9 @@ def run(platform: Platform, config: ValidateModelConfig) -> None:
     version = challenger_version(config.model_name)
     rows = platform.read_table(spec.prepared_table_name(config.schema_), produced_by=PREPARED_PRODUCER)
     training_set = build_training_set(platform, spec, rows, config.schema_)
-    validate_challenger(config.model_name, version, training_set, config.training_params, spec)
+    validate_challenger(
+        config.model_name, version, training_set, config.training_params, spec, rollout=config.rollout
+    )
 
 
 def challenger_version(model_name: str) -> int:

@@ -5,7 +5,10 @@ A job overrides any of them with one flat JSON object (`--training-params`, job 
 
 - `test_size`: share of rows (by a hash of the row id) held out for evaluation and the gate;
 - `gate_promotion_margin`: how much worse (relative) than the champion's primary metric the
-  challenger's may be;
+  challenger's may be and still pass;
+- `gate_min_improvement`: how much better (relative) it must be to count as clearly better, which
+  promotes it under every rollout policy; a challenger that passes without being clearly better is
+  promoted under `replace` and tried live (gate outcome `experiment`) under `canary` and `ab_test`;
 - `gate_min_<metric>` / `gate_max_<metric>`: the gate's absolute floors over the task type's
   metrics (defaults: the spec's `gate_thresholds`), e.g. `gate_max_rmse`;
 - any other key: a hyper-parameter of the problem's model (the spec's `model_params`).
@@ -23,7 +26,7 @@ from mlops_template.jsonparams import parse_json_object
 from mlops_template.problem_spec import ProblemSpec, load_problem
 
 GATE_PREFIX = "gate_"
-GENERIC_PARAMETERS = ("test_size", "gate_promotion_margin")
+GENERIC_PARAMETERS = ("test_size", "gate_promotion_margin", "gate_min_improvement")
 
 
 class TrainingConfigError(ValueError):
@@ -38,6 +41,9 @@ class TrainingConfig(BaseModel):
     test_size: float = Field(default=0.2, gt=0, lt=1)
     gate_promotion_margin: float = Field(
         default=0.02, ge=0, description="relative margin on the primary metric against the champion"
+    )
+    gate_min_improvement: float = Field(
+        default=0.01, ge=0, description="relative improvement on the champion that promotes outright"
     )
     gate_thresholds: dict[str, float]  # `min_<metric>` / `max_<metric>` -> bound
     model_params: SerializeAsAny[BaseModel]
@@ -81,6 +87,7 @@ class TrainingConfig(BaseModel):
         return {
             "test_size": self.test_size,
             "gate_promotion_margin": self.gate_promotion_margin,
+            "gate_min_improvement": self.gate_min_improvement,
             **{GATE_PREFIX + name: bound for name, bound in self.gate_thresholds.items()},
             **self.model_params.model_dump(),
         }

@@ -114,6 +114,7 @@ def simulate_traffic(
         check_error_scale,
         check_loopback,
         error_summary,
+        experiment_variants,
         find_endpoint,
         load_held_out,
         plan_traffic,
@@ -135,29 +136,30 @@ def simulate_traffic(
     try:
         scale = check_error_scale(challenger_error_scale)
         base = check_loopback(url)
-        config = find_endpoint(state_dir, endpoint)
-        variants = _experiment_variants(target, scale)
+        deployed = find_endpoint(state_dir, endpoint)
+        variants = experiment_variants(deployed) if scale != 1 else {}
     except TrafficError as error:
         raise typer.BadParameter(str(error)) from None
-    if not config.inference_table.enabled:
-        log.warning(
-            "endpoint %s logs no inference table: deploy it with --var inference_table_enabled=true",
-            config.name,
+    name = str(deployed.name)
+    table = deployed.ai_gateway.inference_table_config if deployed.ai_gateway else None
+    if table is None or not table.enabled:
+        raise typer.BadParameter(
+            f"endpoint {name} logs no inference table, so its traffic cannot be monitored: "
+            "deploy it with --var inference_table_enabled=true"
         )
     rows = load_held_out(state_dir, spec, population)
     run_id = f"sim-{uuid.uuid4().hex[:8]}"
     rng = np.random.default_rng(seed)
     try:
         plan = plan_traffic(rows, requests, rng, spec, drift=drift, run_id=run_id)
-        answers = send_traffic(base, config.name, plan, spec, token)
+        answers = send_traffic(base, name, plan, spec, token)
         sent = answered_rows(plan, answers, variants, spec)
     except TrafficError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from None
     written = scaled_labels(sent[spec.label], sent[PREDICTION], sent[VARIANT], scale, spec, rng)
-    table = config.inference_table
     ground_truth = MonitoringTables(
-        table.catalog_name, table.schema_name, table.table_name_prefix
+        str(table.catalog_name), str(table.schema_name), str(table.table_name_prefix)
     ).ground_truth
     labels = sent[[spec.row_id]].assign(**{spec.label: written})
     write_ground_truth(ground_truth_dir(state_dir, ground_truth), labels, spec.row_id, spec.label)
@@ -165,28 +167,7 @@ def simulate_traffic(
     answered = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
     scaled = f" (challenger error scaled by {scale:g})" if scale != 1 else ""
     typer.echo(
-        f"Sent {len(plan)} requests ({len(labels)} rows{', drifted' if drift else ''}) to {config.name} "
+        f"Sent {len(plan)} requests ({len(labels)} rows{', drifted' if drift else ''}) to {name} "
         f"as {run_id}: {answered}. Labels ({spec.label}){scaled} written to {ground_truth}. "
         f"Per variant: {error_summary(sent, written, spec.label)}."
     )
-
-
-def _experiment_variants(target: str, scale: float) -> dict[str, str]:
-    """Served entity name -> variant of the running experiment of TARGET's model; none (no
-    registry read) when the ground truth stays the truth (`scale` 1)."""
-    if scale == 1:
-        return {}
-    from mlops_laptop.bundle.loader import BundleError, find_bundle_root, load_bundle
-    from mlops_laptop.monitoring.simulate import TrafficError, experiment_variants
-    from mlops_laptop.pipeline_names import pipeline_names
-    from mlops_laptop.platform.local import LocalPlatform
-    from mlops_template.registry.versions import RegistryError
-    from mlops_template.tasks.common import TaskArgumentError
-
-    try:
-        bundle = load_bundle(find_bundle_root(), target)
-        model_name = pipeline_names(bundle).model_name
-        LocalPlatform(bundle.target).configure_mlflow()
-        return experiment_variants(model_name)
-    except (BundleError, TaskArgumentError, RegistryError) as error:
-        raise TrafficError(str(error)) from None

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -39,12 +39,15 @@ import pandas as pd
 from mlops_laptop.monitoring.heldout import HELDOUT_SEED, held_out_rows
 from mlops_laptop.platform.spark import local_spark_builder
 from mlops_laptop.serving.app import SERVED_MODEL_NAME_HEADER
+from mlops_laptop.serving.endpoint_state import load_records
 from mlops_template.atomic_files import write_atomically
 from mlops_template.monitoring.unpack import PREDICTION, parse_response
 from mlops_template.problem_spec import ProblemSpec
-from mlops_template.registry.experiment import running_experiment
 from mlops_template.registry.versions import CHALLENGER, CHAMPION
-from mlops_template.serving.spec import EndpointConfig, load_endpoint_specs, served_entity_name
+from mlops_template.serving.spec import served_entity_name
+
+if TYPE_CHECKING:
+    from databricks.sdk.service.serving import ServingEndpointDetailed
 
 log = logging.getLogger(__name__)
 
@@ -219,18 +222,17 @@ def send_traffic(
     return answers
 
 
-def experiment_variants(model_name: str) -> dict[str, str]:
-    """Served entity name -> variant (`champion`, `challenger`) of the model's running experiment."""
-    experiment = running_experiment(model_name)
-    if experiment is None:
+def experiment_variants(endpoint: ServingEndpointDetailed) -> dict[str, str]:
+    """Served entity name -> variant (`champion`, `challenger`) of the experiment the endpoint serves,
+    read from the tags the deploy task sets (`model_name`, `model_version`, `challenger_version`)."""
+    tags = {tag.key: tag.value for tag in endpoint.tags or []}
+    model, champion, challenger = (tags.get(k) for k in ("model_name", "model_version", "challenger_version"))
+    if not (model and champion and challenger):
         raise TrafficError(
-            f"model {model_name} has no running experiment (a `challenger` beside the `champion`, "
-            "gate outcome `experiment`): --challenger-error-scale needs one deployed (canary or ab_test)"
+            f"endpoint {endpoint.name} serves no challenger beside the champion (tags: {tags}): "
+            "--challenger-error-scale needs an experiment deployed with rollout canary or ab_test"
         )
-    return {
-        served_entity_name(model_name, str(experiment.champion)): CHAMPION,
-        served_entity_name(model_name, str(experiment.challenger)): CHALLENGER,
-    }
+    return {served_entity_name(model, champion): CHAMPION, served_entity_name(model, challenger): CHALLENGER}
 
 
 def answered_rows(
@@ -351,13 +353,13 @@ def load_held_out(state_dir: Path, spec: ProblemSpec, population: int) -> pd.Dat
     return rows
 
 
-def find_endpoint(state_dir: Path, name: str | None) -> EndpointConfig:
-    """The recorded endpoint named `name`, or the only one recorded."""
-    configs = {config.name: config for config in load_endpoint_specs(state_dir)}
-    if name is not None and name in configs:
-        return configs[name]
-    if name is None and len(configs) == 1:
-        return next(iter(configs.values()))
-    known = ", ".join(sorted(configs)) or "none: run the pipeline first, its deploy task records it"
+def find_endpoint(state_dir: Path, name: str | None) -> ServingEndpointDetailed:
+    """The deployed endpoint named `name`, or the only one deployed (as `mlops serve` serves them)."""
+    endpoints = {record.name: record.endpoint for record in load_records(state_dir)}
+    if name is not None and name in endpoints:
+        return endpoints[name]
+    if name is None and len(endpoints) == 1:
+        return next(iter(endpoints.values()))
+    known = ", ".join(sorted(endpoints)) or "none: run the pipeline first, its deploy task deploys it"
     wanted = f"'{name}'" if name else "which one (--endpoint)"
-    raise TrafficError(f"endpoint {wanted}? Endpoints recorded in {state_dir}: {known}")
+    raise TrafficError(f"endpoint {wanted}? Endpoints deployed in {state_dir}: {known}")

@@ -1,27 +1,18 @@
-"""`mlops model status|rollback -t TARGET`: the bundle's model in the target's local registry."""
+"""`mlops model status|rollback -t TARGET`: the bundle's model in the target's local registry; a
+rollback also redeploys the endpoint (the rollout job)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from mlops_laptop.console import console, error_console
+from mlops_laptop.console import console
+from mlops_laptop.options import TargetOption, fail
 
 model_app = typer.Typer(
     help="The registered model: versions, aliases, gate outcomes, rollback.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-TargetOption = Annotated[
-    str | None, typer.Option("--target", "-t", help="Bundle target (default: the bundle's default).")
-]
-
-
-def _fail(message: str) -> typer.Exit:
-    error_console().print(f"[bold red]Error:[/] {message}")
-    return typer.Exit(2)
 
 
 def _model_name(target: str | None) -> str:
@@ -33,7 +24,7 @@ def _model_name(target: str | None) -> str:
     try:
         bundle = load_bundle(find_bundle_root(), target)
     except BundleError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     LocalPlatform(bundle.target).configure_mlflow()
     return pipeline_names(bundle).model_name
 
@@ -54,7 +45,7 @@ def status(target: TargetOption = None) -> None:
     try:
         versions = model_status(name)
     except RegistryError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     spec = load_problem()
     metrics = [spec.primary_metric, *(m for m in spec.metric_names if m != spec.primary_metric)]
     table = Table(title=f"Model {name}", box=None, pad_edge=False)
@@ -76,15 +67,12 @@ def status(target: TargetOption = None) -> None:
 
 @model_app.command("rollback")
 def rollback_command(target: TargetOption = None) -> None:
-    """Move the `champion` alias back to `previous_champion`."""
-    from mlops_template.registry.versions import RegistryError, rollback
+    """Move `champion` back to `previous_champion` and serve it: runs the bundle's rollout job with
+    action=rollback, as `databricks bundle run rollout --params action=rollback` does on Databricks."""
+    from mlops_laptop.jobs import load_target, run_local_job
+    from mlops_template.registry.versions import CHAMPION, get_aliases
 
-    name = _model_name(target)
-    try:
-        result = rollback(name)
-    except RegistryError as error:
-        raise _fail(str(error)) from None
-    console().print(
-        f"[green]{name}: champion is version {result.champion} again[/] "
-        f"(version {result.rolled_back} is now 'rolled_back')."
-    )
+    bundle = load_target(target, None)
+    run_local_job(bundle, "rollout", {"action": "rollback"})
+    name = _model_name(bundle.target)
+    console().print(f"[green]{name}: champion is version {get_aliases(name)[CHAMPION]} again[/], and served.")

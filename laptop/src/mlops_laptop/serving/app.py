@@ -1,4 +1,5 @@
-"""The local endpoint app: the Databricks invocation API over the endpoints recorded locally.
+"""The local endpoint app: the Databricks invocation API (and, with a control plane, the
+serving-endpoints REST API of `control_plane`) over the local endpoints.
 
 Routes: `POST /serving-endpoints/{name}/invocations` (traffic split by the endpoint's routes, per
 request), `POST /serving-endpoints/{name}/served-models/{served}/invocations` (one served entity),
@@ -29,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mlops_laptop.serving.control_plane import API, ApiError, ControlPlane
 from mlops_laptop.serving.endpoint import Endpoint, ServedModel
 from mlops_laptop.serving.inference_table import (
     REQUEST_TOO_LARGE,
@@ -76,33 +78,53 @@ class _Exchange:
 
 
 class EndpointService:
-    """Request handling for a set of local endpoints; `create_app` wires it into Starlette."""
+    """Request handling for a set of local endpoints; `create_app` wires it into Starlette.
 
-    def __init__(self, endpoints: list[Endpoint], token: str | None) -> None:
-        self.endpoints = {endpoint.name: endpoint for endpoint in endpoints}
+    With a control plane, the endpoints are its live ones (swapped by config updates) and persisted
+    ones not loaded yet load at their first request; else the fixed list given.
+    """
+
+    def __init__(
+        self, endpoints: list[Endpoint], token: str | None, control_plane: ControlPlane | None = None
+    ) -> None:
+        self.control_plane = control_plane
+        self.endpoints = control_plane.live if control_plane else {e.name: e for e in endpoints}
         self._token = token.encode() if token else None
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         """Start batchers and table writers; on shutdown (SIGTERM included) flush the tables."""
-        for endpoint in self.endpoints.values():
-            if endpoint.table is not None:
-                endpoint.table.start()
-            for model in endpoint.models.values():
-                model.batcher.start()
-        log.info("serving endpoints: %s", ", ".join(self.endpoints))
+        if self.control_plane is not None:
+            await self.control_plane.start()
+        else:
+            for endpoint in self.endpoints.values():
+                endpoint.start()
+        log.info("serving endpoints: %s", ", ".join(self.endpoints) or "none yet")
         try:
             yield
         finally:
-            for endpoint in self.endpoints.values():
-                for model in endpoint.models.values():
-                    await model.batcher.stop()
-                if endpoint.table is not None:
-                    await asyncio.to_thread(endpoint.table.close)
+            if self.control_plane is not None:
+                await self.control_plane.stop()
+            else:
+                for endpoint in self.endpoints.values():
+                    for model in endpoint.models.values():
+                        await model.batcher.stop()
+                    if endpoint.table is not None:
+                        await asyncio.to_thread(endpoint.table.close)
             log.info("endpoints stopped; inference tables flushed")
 
     async def ping(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def host_metadata(self, _request: Request) -> Response:
+        return JSONResponse({})
+
+    def authenticate_api(self, request: Request) -> None:
+        """The token check of the REST API, refusing as Databricks does (401 JSON)."""
+        try:
+            self._authenticate(request)
+        except InvocationError as error:
+            raise ApiError(401, error.error_code, error.message) from None
 
     async def health(self, request: Request) -> Response:
         """Status and per served entity the model version and batching counters."""
@@ -122,12 +144,15 @@ class EndpointService:
         exchange = _Exchange(
             request_id=str(uuid.uuid4()), received=datetime.now(UTC), started=time.perf_counter()
         )
-        endpoint = self.endpoints.get(request.path_params["endpoint"])
+        name = request.path_params["endpoint"]
+        endpoint = self.endpoints.get(name)
         try:
             self._authenticate(request)
             if endpoint is None:
-                name = request.path_params["endpoint"]
-                raise InvocationError(404, f"endpoint '{name}' does not exist here: {sorted(self.endpoints)}")
+                endpoint = await self._load(name)
+            # No await between picking the served model and reserving its batcher (the first step
+            # of `_answer`): a served model replaced meanwhile still counts this request, and
+            # drains it before it stops.
             exchange.served = _served_model(endpoint, request.path_params.get("served"))
             status, text = 200, await self._answer(request, exchange)
         except InvocationError as error:
@@ -169,6 +194,18 @@ class EndpointService:
         predictions_to_json(output, response)
         return response.getvalue()
 
+    async def _load(self, name: str) -> Endpoint:
+        """A persisted endpoint loaded at its first request, or the refusal saying why none serves."""
+        known = self.control_plane.names if self.control_plane else sorted(self.endpoints)
+        if self.control_plane is not None and name in known:
+            endpoint = await self.control_plane.endpoint(name)
+            if endpoint is None:
+                raise InvocationError(
+                    400, f"endpoint '{name}' is not ready: no config serves yet ({API}/{name})"
+                )
+            return endpoint
+        raise InvocationError(404, f"endpoint '{name}' does not exist here: {known}")
+
     def _authenticate(self, request: Request) -> None:
         if self._token is None:
             return
@@ -201,9 +238,15 @@ class EndpointService:
         )
 
 
-def create_app(endpoints: list[Endpoint], *, token: str | None = None) -> Starlette:
-    """The ASGI app serving `endpoints`; with `token`, invocations need `Authorization: Bearer <token>`."""
-    service = EndpointService(endpoints, token)
+def create_app(
+    endpoints: list[Endpoint] | None = None,
+    *,
+    token: str | None = None,
+    control_plane: ControlPlane | None = None,
+) -> Starlette:
+    """The ASGI app serving `endpoints`, or with `control_plane` its endpoints and its
+    serving-endpoints REST API; with `token`, every call needs `Authorization: Bearer <token>`."""
+    service = EndpointService(endpoints or [], token, control_plane)
     invocation_paths = (
         "/serving-endpoints/{endpoint}/invocations",
         "/serving-endpoints/{endpoint}/served-models/{served}/invocations",
@@ -213,6 +256,11 @@ def create_app(endpoints: list[Endpoint], *, token: str | None = None) -> Starle
         Route("/health", service.health, methods=["GET"]),
         *(Route(path, service.invoke, methods=["POST"]) for path in invocation_paths),
     ]
+    if control_plane is not None:
+        # The SDK's WorkspaceClient asks for the host's metadata first (`get_host_metadata`,
+        # databricks/sdk/oauth.py); the local host has none to give.
+        routes.append(Route("/.well-known/databricks-config", service.host_metadata, methods=["GET"]))
+        routes += control_plane.routes(service.authenticate_api)
     return Starlette(
         routes=routes, lifespan=service.lifespan, exception_handlers={HTTPException: _http_error}
     )
@@ -289,7 +337,7 @@ def _describe(endpoint: Endpoint) -> dict[str, Any]:
             }
             for name, model in endpoint.models.items()
         },
-        "routes": {route.served_entity_name: route.traffic_percentage for route in endpoint.config.routes},
+        "routes": {route.served_entity_name: route.traffic_percentage for route in endpoint.routes},
         "inference_table": _describe_table(endpoint),
     }
 
@@ -300,7 +348,7 @@ def _describe_table(endpoint: Endpoint) -> dict[str, Any] | None:
         return None
     stats = endpoint.table.stats
     return {
-        "table": endpoint.config.inference_table.payload_table,
+        "table": endpoint.table.table,
         "written_records": stats.written,
         "failed_writes": stats.failed_writes,
         "lost_records": stats.lost,

@@ -53,6 +53,9 @@ class MicroBatcher:
         self.max_batch_rows = max_batch_rows
         self.stats = BatchStats()
         self._coming = 0
+        self._open = 0  # requests reserved here and not answered yet
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
@@ -62,7 +65,14 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._worker = asyncio.get_running_loop().create_task(self._run())
 
+    async def drain(self) -> None:
+        """Stop once every request reserved here has been answered (a replaced served entity
+        finishes the requests routed to it before it goes)."""
+        await self._idle.wait()
+        await self.stop()
+
     async def stop(self) -> None:
+        """Stop now: requests still waiting for an answer are cancelled."""
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -75,6 +85,8 @@ class MicroBatcher:
         A batch waits for company only while announced requests have not submitted yet.
         """
         self._coming += 1
+        self._open += 1
+        self._idle.clear()
         submitted = False
 
         async def predict(frame: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
@@ -89,6 +101,9 @@ class MicroBatcher:
         finally:
             if not submitted:
                 self._coming -= 1
+            self._open -= 1
+            if self._open == 0:
+                self._idle.set()
 
     async def predict(self, frame: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         """The model's output for `frame` alone, computed in a batch with concurrent requests."""

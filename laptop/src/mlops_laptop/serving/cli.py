@@ -1,4 +1,4 @@
-"""`mlops serve`: serve the endpoints the pipeline recorded in a target's local state."""
+"""`mlops serve`: serve a target's endpoints and their control plane from its local state."""
 
 from __future__ import annotations
 
@@ -28,42 +28,65 @@ def serve_command(
         ),
     ] = None,
 ) -> None:
-    """Serve TARGET's deployed endpoints (Databricks invocation API) until Ctrl-C or SIGTERM."""
+    """Serve TARGET's endpoints (Databricks invocation and serving-endpoints APIs) until Ctrl-C or
+    SIGTERM; deploys while it runs change what it serves without a restart."""
     from mlops_laptop.platform.local import LocalPlatform
     from mlops_laptop.serving.app import create_app
-    from mlops_laptop.serving.endpoint import Endpoint
+    from mlops_laptop.serving.control_plane import ServingSettings
+    from mlops_laptop.serving.endpoint_state import Discovery
+    from mlops_laptop.serving.local_host import (
+        ControlPlaneBusyError,
+        acquire_control_plane,
+        open_control_plane,
+    )
     from mlops_laptop.serving.server import ServerStartError, bind, serve_foreground
-    from mlops_template.serving.spec import ENDPOINTS_DIR, load_endpoint_specs
 
     token = _token(token_env)
     platform = LocalPlatform(target)
-    configs = load_endpoint_specs(platform.state_dir)
-    if not configs:
-        typer.echo(
-            f"Error: no endpoint is recorded for target {target} in {platform.state_dir / ENDPOINTS_DIR}. "
-            f"Run the pipeline first (mlops run pipeline -t {target}); its deploy task records the endpoint.",
-            err=True,
-        )
-        raise typer.Exit(2)
-    platform.configure_mlflow()
-    endpoints = [Endpoint.load(config, platform.state_dir) for config in configs]
     try:
-        sock = bind(host, port)
-    except ServerStartError as error:
-        raise typer.BadParameter(str(error), param_hint="--port") from None
-    bound_host, bound_port = sock.getsockname()[:2]
-    if token is None and host not in (LOOPBACK, "localhost", "::1"):
-        log.warning(
-            "listening on %s without --token-env: anyone who can reach it can call the endpoints", host
-        )
-    for endpoint in endpoints:
-        log.info(
-            "serving http://%s:%d/serving-endpoints/%s/invocations", bound_host, bound_port, endpoint.name
-        )
+        lock = acquire_control_plane(platform.state_dir)
+    except ControlPlaneBusyError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(2) from None
     try:
-        serve_foreground(create_app(endpoints, token=token), sock)
-    except KeyboardInterrupt:
-        log.info("stopped")
+        platform.configure_mlflow()
+        control_plane = open_control_plane(platform.state_dir, ServingSettings(preload=True))
+        try:
+            sock = bind(host, port)
+        except ServerStartError as error:
+            raise typer.BadParameter(str(error), param_hint="--port") from None
+        bound_host, bound_port = sock.getsockname()[:2]
+        if token is None and host not in (LOOPBACK, "localhost", "::1"):
+            log.warning(
+                "listening on %s without --token-env: anyone who can reach it can call the endpoints", host
+            )
+        url = f"http://{_reachable(bound_host)}:{bound_port}"
+        if not control_plane.names:
+            typer.echo(
+                f"No endpoint is deployed for target {target} yet: serving the control plane, which "
+                f"takes the deploy (mlops run pipeline -t {target}) at {url}.",
+                err=True,
+            )
+        for name in control_plane.names:
+            log.info("serving %s/serving-endpoints/%s/invocations", url, name)
+        # uvicorn re-raises SIGTERM once the app has shut down: the control plane removes its
+        # discovery file then, and the lock goes with the process.
+        control_plane.discovery = Discovery(url=url, pid=os.getpid(), token=token)
+        try:
+            serve_foreground(create_app(token=token, control_plane=control_plane), sock)
+        except KeyboardInterrupt:
+            log.info("stopped")
+    finally:
+        lock.release()
+
+
+def _reachable(host: str) -> str:
+    """The address a local client reaches the server at (loopback for a wildcard address)."""
+    if host in ("0.0.0.0", ""):
+        return LOOPBACK
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _token(variable: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -10,16 +11,17 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
 from mlops_laptop.platform.warehouse import local_table_dir
 from mlops_laptop.serving.batching import MicroBatcher
 from mlops_laptop.serving.inference_table import InferenceTableWriter
-from mlops_laptop.serving.invocation import check_params, conform
+from mlops_laptop.serving.invocation import InvocationError, check_params, conform, parse_invocation
 from mlops_laptop.serving.router import TrafficRouter
 from mlops_template.serving.served_entities import served_entity_id
-from mlops_template.serving.spec import EndpointConfig, ServedEntitySpec
+from mlops_template.serving.spec import RouteSpec, ServedEntitySpec
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,13 @@ class ServedModel:
             max_batch_rows=batching.max_batch_rows,
         )
 
+    @classmethod
+    def load(cls, endpoint_name: str, spec: ServedEntitySpec, batching: BatchSettings) -> ServedModel:
+        """Load the model version from the (already configured) MLflow registry."""
+        log.info("endpoint %s: loading %s as %s", endpoint_name, spec.model_uri, spec.name)
+        model = mlflow.pyfunc.load_model(spec.model_uri)
+        return cls(spec, served_entity_id(endpoint_name, spec), model, batching)
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -66,50 +75,66 @@ class ServedModel:
         """Refuse params the model's signature does not accept (a client error, checked by MLflow)."""
         check_params(params, self.model.metadata.get_params_schema())
 
+    def check_example(self) -> int:
+        """Predict the model's logged input example, as a container's health check would; returns
+        the example's row count, or raises `UnservableModelError` saying what failed."""
+        try:
+            path = mlflow.artifacts.download_artifacts(f"{self.spec.model_uri}/serving_input_example.json")
+        except (MlflowException, OSError):
+            raise UnservableModelError(
+                f"{self.spec.model_uri} has no input example to check it with: "
+                "log the model with input_example"
+            ) from None
+        with open(path, "rb") as file:
+            body = file.read()
+        try:
+            invocation = parse_invocation(json.loads(body), self.schema)
+            output = self._predict(invocation.frame, invocation.params)
+        except InvocationError as error:
+            raise UnservableModelError(f"{self.spec.model_uri} refused its input example: {error}") from None
+        except Exception as error:  # the model failed: the update must fail, saying why
+            raise UnservableModelError(
+                f"{self.spec.model_uri} failed on its input example: {type(error).__name__}: {error}"
+            ) from None
+        rows = len(invocation.frame)
+        if len(output) != rows:
+            raise UnservableModelError(
+                f"{self.spec.model_uri} answered {len(output)} rows to its {rows} example rows"
+            )
+        return rows
+
     def _predict(self, frame: pd.DataFrame, params: dict[str, Any] | None) -> Any:
         return self.model.predict(conform(frame, self.schema), params=params)
 
 
 class Endpoint:
-    """The served models of one endpoint spec, the traffic router and the inference-table writer."""
+    """What one endpoint serves: its served models, the traffic router over its routes and the
+    inference-table writer (None when the table is off)."""
 
     def __init__(
         self,
-        config: EndpointConfig,
+        name: str,
         models: dict[str, ServedModel],
-        table: InferenceTableWriter | None,
+        routes: list[RouteSpec],
+        table: InferenceTableWriter | None = None,
         *,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config
+        self.name = name
         self.models = models
-        self.router = TrafficRouter(config.routes, rng)
+        self.routes = routes
+        self.router = TrafficRouter(routes, rng)
         self.table = table
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+    def start(self) -> None:
+        """Start the batchers (on the running event loop) and the table writer."""
+        for model in self.models.values():
+            model.batcher.start()
+        if self.table is not None:
+            self.table.start()
 
-    @classmethod
-    def load(
-        cls,
-        config: EndpointConfig,
-        state_dir: Path,
-        *,
-        batching: BatchSettings | None = None,
-        table_flush_seconds: float = 1.0,
-        rng: random.Random | None = None,
-    ) -> Endpoint:
-        """Load every served entity from the (already configured) MLflow registry; `rng` draws the
-        served entity of each request (default: seeded from the system, as Databricks routes)."""
-        models = {}
-        for entity in config.served_entities:
-            log.info("endpoint %s: loading %s as %s", config.name, entity.model_uri, entity.name)
-            model = mlflow.pyfunc.load_model(entity.model_uri)
-            entity_id = served_entity_id(config.name, entity)
-            models[entity.name] = ServedModel(entity, entity_id, model, batching or BatchSettings())
-        table = None
-        if config.inference_table.enabled:
-            directory = local_table_dir(state_dir, config.inference_table.payload_table)
-            table = InferenceTableWriter(directory, flush_seconds=table_flush_seconds)
-        return cls(config, models, table, rng=rng)
+
+def table_writer(state_dir: Path, payload_table: str, *, flush_seconds: float) -> InferenceTableWriter:
+    """The writer of the payload table's files under the local warehouse (not started)."""
+    directory = local_table_dir(state_dir, payload_table)
+    return InferenceTableWriter(directory, payload_table, flush_seconds=flush_seconds)

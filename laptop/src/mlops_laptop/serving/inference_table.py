@@ -129,6 +129,7 @@ class InferenceTableWriter:
     def __init__(
         self,
         directory: Path,
+        table: str,
         *,
         flush_rows: int = 1000,
         flush_seconds: float = 1.0,
@@ -137,6 +138,7 @@ class InferenceTableWriter:
         retry_seconds: float = 0.2,
     ) -> None:
         self.directory = directory
+        self.table = table  # its three-level name
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.retries = retries

@@ -1,0 +1,1 @@
+"""`mlops rollout`: the live experiment's per-variant metrics and decision."""
