@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
 MAKE_TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (PROJECT_ROOT / "Makefile").read_text(), re.MULTILINE))
 # Commands other than make / mlops / databricks that workflows and the README may run.
-OTHER_COMMANDS = {"echo", "python", "git", "cd", "curl", "MLOPS_PLATFORM=databricks"}
+OTHER_COMMANDS = {"echo", "python", "git", "cd", "curl", "export", "MLOPS_PLATFORM=databricks"}
 
 
 def check_mlops_command(arguments: list[str]) -> None:

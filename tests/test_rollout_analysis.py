@@ -77,11 +77,12 @@ def traffic(
     start: dt.datetime = T0,
     variant: str | None = None,
     failed_every: int = 0,
+    failed_status: int = 500,
     latency_ms: int = 20,
     labelled_share: float = 1.0,
 ) -> list[dict[str, Any]]:
     """`count` one-row requests to a served entity: predictions = truth + N(0, error_sd), a label on
-    the first `labelled_share` of them, every `failed_every`-th refused with status 500."""
+    the first `labelled_share` of them, every `failed_every`-th answered `failed_status`."""
     rng = np.random.default_rng(seed)
     truth = rng.uniform(10, 60, count)
     predictions = truth + rng.normal(0.0, error_sd, count)
@@ -95,7 +96,7 @@ def traffic(
                 "request_time": start + dt.timedelta(seconds=index),
                 "request_date": start.date(),
                 "served_entity_id": entity_id,
-                "status_code": 500 if failed else 200,
+                "status_code": failed_status if failed else 200,
                 "execution_duration_ms": latency_ms + index % 10,
                 "variant": None if failed else variant,
                 "prediction": None if failed else float(predictions[index]),
@@ -181,6 +182,22 @@ def test_without_the_served_entities_only_ab_rows_are_assigned(platform, model):
 
     assert (analysis.champion.requests, analysis.challenger.requests) == (0, 6)
     assert analysis.unassigned_rows == 10
+
+
+def test_client_mistakes_are_not_the_challengers_failures(platform, model):
+    """A 4xx is the client's mistake (a malformed request), refused by either variant alike: only
+    the server's faults (5xx) count against the service limit."""
+    ids = entity_ids()
+    record_entities(platform, {ids["champion"]: (model, 4), ids["challenger"]: (model, 5)})
+    rows = [
+        *traffic(ids["champion"], 200, error_sd=1.0, seed=21, failed_every=10, failed_status=400),
+        *traffic(ids["challenger"], 200, error_sd=1.0, seed=22, failed_every=10, failed_status=400),
+    ]
+    experiment = Experiment(model, champion=4, challenger=5, started_at=T0)
+    entities = served_entity_names(platform)
+    analysis = analyse_rows(monitoring_frame(platform, rows), entities, experiment, BILL.label, PARAMS, T0)
+    assert (analysis.challenger.requests, analysis.challenger.errors) == (200, 0)
+    assert "failed" not in decide(analysis, PARAMS, T0 + dt.timedelta(hours=2)).reason
 
 
 def test_per_variant_service_predictions_and_errors_with_intervals_that_cover_the_truth(platform, model):

@@ -38,6 +38,9 @@ from mlops_template.registry.experiment import (
     ROLLOUT_OUTCOME_TAG,
     ROLLOUT_REASON_TAG,
     Experiment,
+    ExperimentChangedError,
+    conclude_promote,
+    conclude_rollback,
     mark_started,
     running_experiment,
 )
@@ -242,6 +245,36 @@ def test_action_rollback_moves_the_champion_back(platform, setup, tmp_path):
     setup.run(platform, tmp_path, "rollout", "decide", action="rollback")
 
     assert get_aliases(setup.model) == {CHAMPION: 1, ROLLED_BACK: 2}
+
+
+def test_a_decision_on_versions_whose_aliases_moved_meanwhile_changes_nothing(platform, setup):
+    """The rollout job and a pipeline run can overlap: a training that took `challenger` after the
+    experiment was read starts a new experiment, which the old decision must not end."""
+    start_experiment(platform, setup, champion_sd=1.0, challenger_sd=2.0)
+    judged = running_experiment(setup.model)
+    assert judged is not None
+    newer = register_regression_model(platform, setup.model, slope=4.0, aliases=(CHALLENGER,))
+    for conclude in (conclude_rollback, conclude_promote):
+        with pytest.raises(ExperimentChangedError, match=f"challenger {newer}: nothing changed"):
+            conclude(judged, "worse")
+    assert get_aliases(setup.model) == {CHAMPION: 1, CHALLENGER: int(newer)}
+    assert ROLLOUT_OUTCOME_TAG not in MlflowClient().get_model_version(setup.model, "2").tags
+
+
+def test_rolling_the_champion_back_ends_a_running_experiment_first(platform, setup, tmp_path):
+    """The experiment compared its challenger with the champion going away: it ends rolled back."""
+    for slope in (1.0, 2.0):
+        promote(setup.model, int(register_regression_model(platform, setup.model, slope=slope)))
+    register_regression_model(platform, setup.model, slope=3.0, aliases=(CHALLENGER,))
+    set_version_tags(setup.model, 3, {GATE_OUTCOME_TAG: EXPERIMENT})
+    assert running_experiment(setup.model) == Experiment(setup.model, 2, 3, None)
+
+    setup.run(platform, tmp_path, "rollout", "decide", action="rollback")
+
+    assert get_aliases(setup.model) == {CHAMPION: 1, ROLLED_BACK: 2}
+    tags = MlflowClient().get_model_version(setup.model, "3").tags
+    assert tags[ROLLOUT_OUTCOME_TAG] == "rolled_back"
+    assert tags[ROLLOUT_REASON_TAG] == "the champion, version 2, was rolled back by hand"
 
 
 def test_without_an_experiment_the_job_changes_nothing(platform, setup, tmp_path):

@@ -51,6 +51,20 @@ def test_the_challenger_share_holds_over_many_keys_and_each_key_keeps_its_varian
     assert not challenger_rows(pd.Series([None, np.nan]), 0.99).any()
 
 
+def test_a_numeric_key_meets_one_variant_whatever_type_its_column_arrives_in():
+    """MLflow's scoring server parses a JSON column of integers with a null in it as float64 (and
+    the A/B key is declared `AnyType`, so it stays so): 42 and 42.0, an id above 2**53 and its
+    float64, must land in one bucket, as must the same key whether its request had a null or not."""
+    big = -4126742575656323992  # an xxhash64 row id, as taxi trip ids are
+    alone = pd.DataFrame.from_records([{"key": 42}, {"key": big}])["key"]
+    beside_a_null = pd.DataFrame.from_records([{"key": 42}, {"key": big}, {"key": None}])["key"]
+    assert alone.dtype == "int64" and beside_a_null.dtype == "float64"
+    buckets = [key_bucket(key) for key in alone]
+    assert [key_bucket(key) for key in beside_a_null[:2]] == buckets
+    assert key_bucket(np.int64(42)) == key_bucket(42.0) == key_bucket("42") == buckets[0]
+    assert key_bucket(True) != key_bucket(1)  # a boolean key is not the number 1
+
+
 DEPLOY_ARGUMENTS = (
     f"--endpoint-name={ENDPOINT}",
     "--schema=test.serving_ab",

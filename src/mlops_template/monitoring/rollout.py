@@ -55,6 +55,7 @@ ERROR_METRICS = ("rmse", "mae")
 ASSIGNED = "assigned_variant"
 SERVED_ENTITY_ID = "served_entity_id"
 SERVED_ENTITIES_PRODUCER = "the deploy task (it records the endpoint's served entities)"
+SERVER_ERROR = 500
 _BOOTSTRAP_VALUES_PER_BATCH = 10_000_000  # bounds the resampled values held at once (80 MB)
 
 Action = Literal["promote", "rollback", "continue"]
@@ -114,7 +115,7 @@ class VariantMetrics:
     variant: str
     version: int
     requests: int = 0
-    errors: int = 0  # requests answered with a status other than 200
+    errors: int = 0  # requests the server failed (5xx); client mistakes (4xx) are not counted
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     predictions: int = 0
@@ -209,7 +210,8 @@ def _service(assigned: DataFrame) -> dict[str, dict[str, Any]]:
     per_request = requests.agg(
         F.max("status_code").alias("status"), F.max("execution_duration_ms").alias("duration")
     )
-    failed = F.coalesce(F.col("status") != SUCCESS, F.lit(True)).cast("long")
+    # The server's faults only: a client's mistake (4xx) is refused alike by either variant.
+    failed = F.coalesce(F.col("status") >= SERVER_ERROR, F.lit(True)).cast("long")
     rows = (
         per_request.groupBy(ASSIGNED)
         .agg(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 from mlflow import MlflowClient
 
@@ -31,7 +31,6 @@ from mlops_template.registry.versions import (
 log = logging.getLogger(__name__)
 
 RolloutPolicy = Literal["replace", "canary", "ab_test"]
-ROLLOUT_POLICIES: tuple[str, ...] = get_args(RolloutPolicy)
 EXPERIMENT = "experiment"  # the gate outcome of a challenger to try live
 EXPERIMENT_STARTED_TAG = "experiment_started_at"  # set when the endpoint first serves it
 ROLLOUT_OUTCOME_TAG = "rollout_outcome"
@@ -83,17 +82,36 @@ def mark_started(experiment: Experiment, when: dt.datetime | None = None) -> Exp
     return Experiment(experiment.model_name, experiment.champion, experiment.challenger, started)
 
 
+class ExperimentChangedError(RuntimeError):
+    """The aliases moved since the experiment was judged (e.g. a new training took `challenger`)."""
+
+
 def conclude_promote(experiment: Experiment, reason: str) -> None:
     """The challenger won: it becomes the champion (the old one `previous_champion`)."""
+    _check_unchanged(experiment)
     promote(experiment.model_name, experiment.challenger)
     _record_outcome(experiment, ROLLOUT_PROMOTED, reason)
 
 
 def conclude_rollback(experiment: Experiment, reason: str) -> None:
     """The challenger lost: it loses its `challenger` alias, so no deploy serves it again."""
+    _check_unchanged(experiment)
     MlflowClient().delete_registered_model_alias(experiment.model_name, CHALLENGER)
     _record_outcome(experiment, ROLLOUT_ROLLED_BACK, reason)
     log.info("%s: version %d rolled back: %s", experiment.model_name, experiment.challenger, reason)
+
+
+def _check_unchanged(experiment: Experiment) -> None:
+    """Refuse to act on an experiment whose champion or challenger moved since it was read: the
+    decision concerned other versions (a training meanwhile starts a new experiment)."""
+    aliases = get_aliases(experiment.model_name)
+    now = (aliases.get(CHAMPION), aliases.get(CHALLENGER))
+    if now != (experiment.champion, experiment.challenger):
+        raise ExperimentChangedError(
+            f"{experiment.model_name}: the experiment judged champion {experiment.champion} against "
+            f"challenger {experiment.challenger}, but the aliases now say champion {now[0]}, challenger "
+            f"{now[1]}: nothing changed; the next rollout run judges the experiment running then"
+        )
 
 
 def _record_outcome(experiment: Experiment, outcome: str, reason: str) -> None:

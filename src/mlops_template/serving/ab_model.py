@@ -25,11 +25,26 @@ CHALLENGER = "challenger"
 _HASH_SPACE = float(2**64)
 
 
+def key_text(key: Any) -> str | None:
+    """The text a key is hashed by, the same whatever type the request's column got: a number by
+    its value as a float64 (a column of integers with a null in it arrives as floats, which round
+    integers above 2**53), written as an integer when it is one; anything else as its text."""
+    if key is None or (isinstance(key, float | np.floating) and np.isnan(key)):
+        return None
+    if isinstance(key, bool | np.bool_):
+        return str(bool(key))
+    if isinstance(key, int | float | np.integer | np.floating):
+        value = float(key)
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(key)
+
+
 def key_bucket(key: Any) -> float:
-    """A stable number in [0, 1) for a key: the first 8 bytes of SHA-256 of its text; 1.0 for null."""
-    if key is None or (isinstance(key, float) and np.isnan(key)):
+    """A stable number in [0, 1) for a key: the first 8 bytes of SHA-256 of `key_text`; 1.0 for null."""
+    text = key_text(key)
+    if text is None:
         return 1.0
-    digest = hashlib.sha256(str(key).encode("utf-8")).digest()
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / _HASH_SPACE
 
 

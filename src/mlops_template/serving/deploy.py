@@ -1,7 +1,8 @@
 """Deploy an `EndpointConfig`: the deployer protocol and Model Serving through the databricks-sdk.
 
 `endpoint_deployer(platform)` picks the implementation: Model Serving on Databricks, else the one
-the platform's package registers (the laptop platform's serves the recorded spec on loopback).
+the platform's package registers (the laptop's runs this same SDK deployer against its local
+serving control plane).
 """
 
 from __future__ import annotations
@@ -64,12 +65,11 @@ def endpoint_deployer(platform: Platform, *, ready_timeout: timedelta | None = N
     """The serving control plane of `platform`: Model Serving on Databricks, else the deployer its
     package registers under `DEPLOYER_ENTRY_POINTS`, called with the platform.
 
-    `ready_timeout` bounds the wait for a config update on Databricks (None: the default); the
-    laptop's deployer checks the endpoint on loopback and needs no wait.
+    `ready_timeout` bounds each wait for a config update (None: the default).
     """
     if isinstance(platform, DatabricksPlatform):
         return DatabricksEndpointDeployer(timeout=ready_timeout)
-    return registered_for(platform, DEPLOYER_ENTRY_POINTS)(platform)
+    return registered_for(platform, DEPLOYER_ENTRY_POINTS)(platform, timeout=ready_timeout)
 
 
 class DatabricksEndpointDeployer:

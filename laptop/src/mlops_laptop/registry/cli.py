@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from mlops_laptop.console import console
-from mlops_laptop.options import TargetOption, fail
+from mlops_laptop.options import TargetOption, VarOption, fail
 
 model_app = typer.Typer(
     help="The registered model: versions, aliases, gate outcomes, rollback.",
@@ -66,13 +66,14 @@ def status(target: TargetOption = None) -> None:
 
 
 @model_app.command("rollback")
-def rollback_command(target: TargetOption = None) -> None:
+def rollback_command(target: TargetOption = None, var: VarOption = None) -> None:
     """Move `champion` back to `previous_champion` and serve it: runs the bundle's rollout job with
-    action=rollback, as `databricks bundle run rollout --params action=rollback` does on Databricks."""
+    action=rollback, as `databricks bundle run rollout --params action=rollback` does on Databricks
+    (a running experiment ends first). --var as for `mlops run`, e.g. the target's rollout policy."""
     from mlops_laptop.jobs import load_target, run_local_job
     from mlops_template.registry.versions import CHAMPION, get_aliases
 
-    bundle = load_target(target, None)
+    bundle = load_target(target, var)
     run_local_job(bundle, "rollout", {"action": "rollback"})
     name = _model_name(bundle.target)
     console().print(f"[green]{name}: champion is version {get_aliases(name)[CHAMPION]} again[/], and served.")
