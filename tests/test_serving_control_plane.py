@@ -14,6 +14,7 @@ manage-serving-endpoints).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,12 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import requests
 from databricks.sdk import WorkspaceClient
@@ -39,24 +42,29 @@ from databricks.sdk.errors import (
     ResourceConflict,
 )
 from databricks.sdk.service.serving import (
+    AiGatewayConfig,
     AiGatewayInferenceTableConfig,
+    AutoCaptureConfigInput,
     EndpointCoreConfigInput,
     EndpointStateConfigUpdate,
     EndpointStateReady,
     EndpointTag,
     Route,
     ServedEntityInput,
+    ServedModelInput,
     ServedModelStateDeployment,
     ServingEndpointAccessControlRequest,
     ServingEndpointPermissionLevel,
+    ServingModelWorkloadType,
     TrafficConfig,
 )
 
+from mlops_laptop.platform.warehouse import local_table_dir
 from mlops_laptop.serving.app import create_app
-from mlops_laptop.serving.control_plane import ServingSettings
-from mlops_laptop.serving.endpoint_state import read_discovery
+from mlops_laptop.serving.control_plane import API, ServingSettings
+from mlops_laptop.serving.endpoint_state import Discovery, endpoints_dir, read_discovery, write_discovery
 from mlops_laptop.serving.local_deploy import deployed_endpoint
-from mlops_laptop.serving.local_host import Host, creator, open_control_plane
+from mlops_laptop.serving.local_host import Host, creator, open_control_plane, running_server
 from mlops_laptop.serving.server import LocalServer
 from mlops_template.serving.deploy import endpoint_deployer
 from test_serving_support import logged_endpoint, model_inputs, records_body, register_regression_model
@@ -98,9 +106,9 @@ class LocalWorkspace:
 
 
 @contextmanager
-def local_workspace(state_dir: Path) -> Iterator[LocalWorkspace]:
+def local_workspace(state_dir: Path, *, preload: bool = True) -> Iterator[LocalWorkspace]:
     """A control plane over `state_dir` on loopback (the session's registry) and the SDK client of it."""
-    control_plane = open_control_plane(state_dir, ServingSettings(table_flush_seconds=0.1))
+    control_plane = open_control_plane(state_dir, ServingSettings(table_flush_seconds=0.1, preload=preload))
     with LocalServer(create_app(control_plane=control_plane)) as server:
         yield LocalWorkspace(Host(server.url, "local").workspace_client(), server.url, state_dir)
 
@@ -424,3 +432,194 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _late(body: bytes, release: threading.Event) -> Iterator[bytes]:
+    """A request body whose last bytes are sent only once `release` is set (a slow client)."""
+    yield body[:1]
+    release.wait(timeout=60)
+    yield body[1:]
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_change_whose_body_arrives_after_a_delete_does_not_bring_the_endpoint_back(workspace):
+    """The handlers read the body before they look the endpoint up, then check and change it with no
+    await in between: a config update or tag change whose body was still arriving when the endpoint
+    was deleted is a 404, and nothing serves or is persisted under the name afterwards."""
+    endpoints = workspace.client.serving_endpoints
+    changes = [
+        ("PUT", "config", EndpointCoreConfigInput(name="cp-late", served_entities=[_entity("2")]).as_dict()),
+        ("PATCH", "tags", {"add_tags": [{"key": "team", "value": "late"}]}),
+    ]
+    with ThreadPoolExecutor(1) as pool:
+        for method, path, body in changes:
+            _create(workspace.client, "cp-late")
+            release = threading.Event()
+            late = pool.submit(
+                requests.request,
+                method,
+                f"{workspace.url}{API}/cp-late/{path}",
+                data=_late(json.dumps(body).encode(), release),
+                headers={"content-type": "application/json"},
+                timeout=60,
+            )
+            time.sleep(0.5)  # the handler has started and waits for the rest of the body
+            endpoints.delete("cp-late")
+            release.set()
+            answer = late.result()
+            assert (answer.status_code, answer.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+            assert list(endpoints.list()) == []
+            assert not (endpoints_dir(workspace.state_dir) / "cp-late.json").exists()
+            assert _query(workspace.url, "cp-late").status_code == 404
+
+
+def test_a_table_switched_off_while_the_replaced_config_drains_still_gets_its_last_record(workspace):
+    """A request in flight on a replaced config records into the inference table that config had:
+    switching the table off meanwhile (`put_ai_gateway`) closes that writer only once the replaced
+    endpoint has drained, so the acknowledged request is written, not lost nor dropped."""
+    endpoints = workspace.client.serving_endpoints
+    table = AiGatewayInferenceTableConfig(
+        enabled=True, catalog_name="test", schema_name="serving_cp", table_name_prefix="drain"
+    )
+    _create(workspace.client, "cp-drain", ai_gateway=AiGatewayConfig(inference_table_config=table))
+
+    def in_flight() -> int:
+        health = requests.get(f"{workspace.url}/health", timeout=10).json()
+        return health["endpoints"]["cp-drain"]["requests_in_flight"]
+
+    release = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(
+            requests.post,
+            f"{workspace.url}/serving-endpoints/cp-drain/invocations",
+            data=_late(json.dumps(records_body(model_inputs(2))).encode(), release),
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+        _until(lambda: in_flight() == 1)
+        endpoints.update_config("cp-drain", served_entities=[_entity("2")])
+        endpoints.wait_get_serving_endpoint_not_updating("cp-drain", timeout=WAIT)
+        endpoints.put_ai_gateway(
+            "cp-drain", inference_table_config=AiGatewayInferenceTableConfig(enabled=False)
+        )
+        release.set()
+        answer = late.result()
+    assert answer.status_code == 200 and answer.headers["served-model-name"] == "scorer-1"
+    directory = local_table_dir(workspace.state_dir, "test.serving_cp.drain_payload")
+
+    def logged() -> list[str]:
+        parts = [path for path in directory.glob("*.parquet") if not path.name.startswith(".")]
+        return [i for part in parts for i in pq.read_table(part).column("databricks_request_id").to_pylist()]
+
+    _until(lambda: answer.headers["x-request-id"] in logged())
+
+
+def test_a_persisted_config_that_no_longer_loads_is_a_503_and_no_config_yet_a_400(versions, tmp_path):
+    """An endpoint whose persisted config fails to load is a server fault: 503 with the load error,
+    whether models load before serving (`mlops serve`) or at the first request (a deployer's
+    in-process server). An endpoint whose first config never served is the client's to fix: 400."""
+    state_dir = tmp_path / "state"
+    with local_workspace(state_dir) as local:
+        _create(local.client, "cp-broken")
+        local.client.serving_endpoints.create(name="cp-unborn", config=_core("99"))
+        with pytest.raises(OperationFailed, match="UPDATE_FAILED"):
+            local.client.serving_endpoints.wait_get_serving_endpoint_not_updating("cp-unborn", timeout=WAIT)
+        unborn = _query(local.url, "cp-unborn")
+        assert unborn.status_code == 400 and "no config serves yet" in unborn.json()["message"]
+    path = endpoints_dir(state_dir) / "cp-broken.json"
+    record = json.loads(path.read_text())
+    record["endpoint"]["config"]["served_entities"][0]["entity_version"] = "99"  # deleted meanwhile
+    path.write_text(json.dumps(record))
+    for preload in (True, False):
+        with local_workspace(state_dir, preload=preload) as restarted:
+            broken = _query(restarted.url, "cp-broken")
+            assert (broken.status_code, broken.json()["error_code"]) == (503, "TEMPORARILY_UNAVAILABLE")
+            message = broken.json()["message"]
+            assert "cannot serve its config" in message and "99" in message
+            state = restarted.client.serving_endpoints.get("cp-broken").state
+            assert state.ready == EndpointStateReady.NOT_READY
+
+
+def test_what_the_laptop_would_ignore_is_refused_saying_so(workspace):
+    """400 INVALID_PARAMETER_VALUE, nothing changed, for: `auto_capture_config` ("Starting February
+    20, 2026, legacy inference tables can not be enabled on new or existing model serving
+    endpoints", docs.databricks.com/machine-learning/model-serving/enable-model-serving-inference-
+    tables.html); the deprecated `served_models` (`EndpointCoreConfigInput`); `workload_size` with
+    provisioned concurrency ("Do not use if min_provisioned_concurrency and
+    max_provisioned_concurrency are specified", `ServedEntityInput`, databricks/sdk/service/
+    serving.py); and settings the laptop cannot honour (GPU, environment variables, instance profile)."""
+    endpoints = workspace.client.serving_endpoints
+    capture = AutoCaptureConfigInput(catalog_name="test", schema_name="serving_cp", enabled=True)
+    with pytest.raises(InvalidParameterValue, match="legacy inference tables"):
+        endpoints.create(
+            name="cp-ignored",
+            config=EndpointCoreConfigInput(
+                name="cp-ignored", served_entities=[_entity("1")], auto_capture_config=capture
+            ),
+        )
+    assert list(endpoints.list()) == []
+    _create(workspace.client, "cp-ignored")
+
+    def entity(**settings) -> list[ServedEntityInput]:
+        return [ServedEntityInput(name="scorer-1", entity_name=MODEL, entity_version="1", **settings)]
+
+    legacy = ServedModelInput(model_name=MODEL, model_version="1", scale_to_zero_enabled=True)
+    refused = [
+        ({"auto_capture_config": capture, "served_entities": entity()}, "legacy inference tables"),
+        ({"served_models": [legacy], "served_entities": entity()}, "use served_entities"),
+        (
+            {"served_entities": entity(workload_size="Small", min_provisioned_concurrency=4)},
+            "workload_size cannot be combined",
+        ),
+        (
+            {"served_entities": entity(workload_type=ServingModelWorkloadType.GPU_SMALL)},
+            "does not emulate workload_type GPU_SMALL",
+        ),
+        ({"served_entities": entity(environment_vars={"KEY": "value"})}, "does not emulate environment_vars"),
+        (
+            {"served_entities": entity(instance_profile_arn="arn:aws:iam::1:instance-profile/serving")},
+            "does not emulate instance_profile_arn",
+        ),
+    ]
+    for settings, message in refused:
+        with pytest.raises(InvalidParameterValue, match=message):
+            endpoints.update_config("cp-ignored", **settings)
+    assert endpoints.get("cp-ignored").config.config_version == 1
+
+
+def _dead_pid() -> int:
+    """A process id no process has."""
+    pid = int(Path("/proc/sys/kernel/pid_max").read_text())
+    while True:
+        pid -= 1
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+
+
+def test_the_discovery_file_leads_only_to_its_own_live_server_and_past_any_proxy(tmp_path, monkeypatch):
+    """A deployer uses the server a discovery file names only when that process is alive and the
+    server answering at the URL is that process (after an unclean stop another target's server may
+    listen on the port); the loopback ping ignores `HTTP(S)_PROXY` (as the simulator does)."""
+    state_dir = tmp_path / "state"
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens: a proxied call fails
+    control_plane = open_control_plane(state_dir, ServingSettings())
+    with LocalServer(create_app(control_plane=control_plane)) as server:
+        write_discovery(state_dir, Discovery(url=server.url, pid=os.getpid(), token="t"))
+        assert running_server(state_dir) == Host(server.url, "t")
+        write_discovery(state_dir, Discovery(url=server.url, pid=os.getppid()))  # another process's file
+        assert running_server(state_dir) is None
+        write_discovery(state_dir, Discovery(url=server.url, pid=_dead_pid()))  # left by a killed server
+        assert running_server(state_dir) is None

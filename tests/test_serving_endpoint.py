@@ -533,19 +533,8 @@ def test_records_that_cannot_be_written_are_counted_and_reported_by_health(confi
 
 def test_records_refused_by_a_full_queue_are_counted(tmp_path):
     writer = InferenceTableWriter(tmp_path / "payload", "test.serving.payload", max_queued=1)
-    record = InferenceRecord(
-        databricks_request_id="r",
-        client_request_id=None,
-        request_time=pd.Timestamp.now(tz="UTC").to_pydatetime(),
-        status_code=200,
-        execution_duration_ms=1,
-        request="{}",
-        response="{}",
-        served_entity_id=None,
-        requester="local",
-    )
-    writer.write(record)
-    writer.write(record)
+    writer.write(_record("r"))
+    writer.write(_record("r"))
     assert (writer.stats.dropped, writer.stats.healthy) == (1, False)
 
 
@@ -559,3 +548,71 @@ def test_params_the_models_params_schema_refuses_are_the_clients_mistake():
     with pytest.raises(InvocationError, match="params do not match") as refused:
         check_params({"top_k": "many"}, schema)
     assert (refused.value.status, refused.value.error_code) == (400, "BAD_REQUEST")
+
+
+def _record(request_id: str) -> InferenceRecord:
+    return InferenceRecord(
+        databricks_request_id=request_id,
+        client_request_id=None,
+        request_time=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+        status_code=200,
+        execution_duration_ms=1,
+        request="{}",
+        response="{}",
+        served_entity_id=None,
+        requester="local",
+    )
+
+
+def test_a_record_written_after_close_is_counted_as_dropped_not_queued_unread(tmp_path):
+    """A closed writer's thread reads no more: a record written then would vanish unless counted."""
+    writer = InferenceTableWriter(tmp_path / "payload", "test.serving.payload", flush_seconds=0.01)
+    writer.start()
+    writer.write(_record("before"))
+    writer.close()
+    writer.write(_record("after"))
+    assert (writer.stats.written, writer.stats.dropped, writer.stats.healthy) == (1, 1, False)
+    assert list(pq.read_table(tmp_path / "payload").to_pandas().databricks_request_id) == ["before"]
+
+
+def test_a_request_answered_after_its_table_closed_shows_as_dropped_in_health(config, tmp_path):
+    with serving([config], tmp_path) as (base_url, [endpoint]):
+        endpoint.table.close()
+        assert invoke(base_url, ENDPOINT, _good_body()).status_code == 200
+        health = requests.get(f"{base_url}/health", timeout=10).json()
+    assert health["status"] == "degraded"
+    assert health["endpoints"][ENDPOINT]["inference_table"]["dropped_records"] == 1
+
+
+def test_stopping_a_batcher_whose_model_call_still_runs_does_not_block_the_event_loop():
+    """A request cancelled (client gone) leaves its batch running in the model thread; draining the
+    batcher waits for that call in a thread, so every other request on the loop keeps being served."""
+    release = threading.Event()
+
+    def slow(frame: pd.DataFrame, params: dict | None) -> pd.DataFrame:
+        release.wait(timeout=10)
+        return frame
+
+    async def scenario() -> tuple[bool, float]:
+        batcher = MicroBatcher(slow, name="slow")
+        batcher.start()
+        with batcher.reserve() as predict:
+            call = asyncio.ensure_future(predict(pd.DataFrame({"x": [1.0]})))
+            await asyncio.sleep(0.05)  # the batch is in the model thread now
+            call.cancel()
+        drain = asyncio.ensure_future(batcher.drain())
+        started = time.monotonic()
+        await asyncio.sleep(0.1)  # the loop must run this while the model call goes on
+        waited = time.monotonic() - started
+        still_draining = not drain.done()
+        release.set()
+        await drain
+        return still_draining, waited
+
+    timer = threading.Timer(3.0, release.set)  # unblocks a loop that the drain would block
+    timer.start()
+    try:
+        still_draining, waited = asyncio.run(scenario())
+    finally:
+        timer.cancel()
+    assert still_draining and waited < 1.0

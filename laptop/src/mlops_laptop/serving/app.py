@@ -15,10 +15,11 @@ import hmac
 import io
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -114,7 +115,9 @@ class EndpointService:
             log.info("endpoints stopped; inference tables flushed")
 
     async def ping(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        """Liveness, with the server's process id: a client tells by it whether the server it
+        reaches is the one a discovery file names."""
+        return JSONResponse({"status": "ok", "pid": os.getpid()})
 
     async def host_metadata(self, _request: Request) -> Response:
         return JSONResponse({})
@@ -146,23 +149,25 @@ class EndpointService:
         )
         name = request.path_params["endpoint"]
         endpoint = self.endpoints.get(name)
-        try:
-            self._authenticate(request)
-            if endpoint is None:
-                endpoint = await self._load(name)
-            # No await between picking the served model and reserving its batcher (the first step
-            # of `_answer`): a served model replaced meanwhile still counts this request, and
-            # drains it before it stops.
-            exchange.served = _served_model(endpoint, request.path_params.get("served"))
-            status, text = 200, await self._answer(request, exchange)
-        except InvocationError as error:
-            status, text = error.status, json.dumps(error.body())
-            log.warning("%s -> %d %s", request.url.path, status, error.message)
-        except Exception:
-            status, text = 500, _INTERNAL_ERROR
-            log.exception("%s -> 500", request.url.path)
-        if endpoint is not None:
-            self._record(endpoint, exchange, status, text)
+        with ExitStack() as in_flight:
+            try:
+                self._authenticate(request)
+                if endpoint is None:
+                    endpoint = await self._load(name)
+                # No await between getting the endpoint, counting this request on it and reserving
+                # the served model's batcher (the first step of `_answer`): an endpoint or a served
+                # model replaced meanwhile still counts this request, and drains it before it stops.
+                in_flight.enter_context(endpoint.serving())
+                exchange.served = _served_model(endpoint, request.path_params.get("served"))
+                status, text = 200, await self._answer(request, exchange)
+            except InvocationError as error:
+                status, text = error.status, json.dumps(error.body())
+                log.warning("%s -> %d %s", request.url.path, status, error.message)
+            except Exception:
+                status, text = 500, _INTERNAL_ERROR
+                log.exception("%s -> 500", request.url.path)
+            if endpoint is not None:
+                self._record(endpoint, exchange, status, text)
         headers = {REQUEST_ID_HEADER: exchange.request_id}
         if exchange.served is not None:
             headers[SERVED_MODEL_NAME_HEADER] = exchange.served.name
@@ -195,15 +200,17 @@ class EndpointService:
         return response.getvalue()
 
     async def _load(self, name: str) -> Endpoint:
-        """A persisted endpoint loaded at its first request, or the refusal saying why none serves."""
+        """A persisted endpoint loaded at its first request, or the refusal saying why none serves:
+        503 with the load error when its config cannot be served (a server fault), 400 when it has
+        no config yet."""
         known = self.control_plane.names if self.control_plane else sorted(self.endpoints)
         if self.control_plane is not None and name in known:
             endpoint = await self.control_plane.endpoint(name)
-            if endpoint is None:
-                raise InvocationError(
-                    400, f"endpoint '{name}' is not ready: no config serves yet ({API}/{name})"
-                )
-            return endpoint
+            if endpoint is not None:
+                return endpoint
+            if (error := self.control_plane.load_error(name)) is not None:
+                raise InvocationError(503, f"endpoint '{name}' cannot serve its config: {error}")
+            raise InvocationError(400, f"endpoint '{name}' is not ready: no config serves yet ({API}/{name})")
         raise InvocationError(404, f"endpoint '{name}' does not exist here: {known}")
 
     def _authenticate(self, request: Request) -> None:
@@ -338,6 +345,7 @@ def _describe(endpoint: Endpoint) -> dict[str, Any]:
             for name, model in endpoint.models.items()
         },
         "routes": {route.served_entity_name: route.traffic_percentage for route in endpoint.routes},
+        "requests_in_flight": endpoint.in_flight,
         "inference_table": _describe_table(endpoint),
     }
 

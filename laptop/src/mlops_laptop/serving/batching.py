@@ -72,11 +72,12 @@ class MicroBatcher:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop now: requests still waiting for an answer are cancelled."""
+        """Stop now: requests still waiting for an answer are cancelled. A model call still running
+        (its request was cancelled) is awaited in a thread, so the event loop keeps serving."""
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     @contextmanager
     def reserve(self) -> Iterator[Callable[[pd.DataFrame, dict[str, Any] | None], Awaitable[Any]]]:

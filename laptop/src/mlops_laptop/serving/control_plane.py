@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +71,7 @@ from mlops_laptop.serving.endpoint_state import (
     save_record,
     write_discovery,
 )
+from mlops_laptop.serving.inference_table import InferenceTableWriter
 from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import (
     ENDPOINT_NAME_PATTERN,
@@ -127,7 +128,9 @@ class ControlPlane:
         self._records = {record.name: record for record in load_records(state_dir)}
         self._updates: dict[str, asyncio.Task[None]] = {}
         self._loads: dict[str, asyncio.Task[None]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._load_errors: dict[str, str] = {}  # why a persisted config does not serve
+        self._retiring: set[Endpoint] = set()  # replaced or deleted, draining
+        self._background: set[asyncio.Task[None]] = set()  # retirements and table closes
         self.discovery: Discovery | None = None  # written while serving (`mlops serve`)
 
     @property
@@ -143,8 +146,7 @@ class ControlPlane:
             try:
                 self.live[record.name] = self._build(record)
             except Exception as error:  # whatever fails, the other endpoints still serve
-                log.error("endpoint %s cannot serve its persisted config: %s", record.name, error)
-                _state(record).ready = EndpointStateReady.NOT_READY
+                self._load_failed(record, error)
 
     async def start(self) -> None:
         """Start the preloaded endpoints' batchers and table writers on the serving event loop;
@@ -162,7 +164,7 @@ class ControlPlane:
         for task in [*self._updates.values(), *self._loads.values()]:
             task.cancel()
         await asyncio.gather(*self._updates.values(), *self._loads.values(), return_exceptions=True)
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         for name in list(self.live):
             await _retire(self.live.pop(name), keep=set(), close_table=True)
 
@@ -178,6 +180,10 @@ class ControlPlane:
             self._loads[name] = asyncio.get_running_loop().create_task(self._load_live(record))
         await asyncio.shield(self._loads[name])
         return self.live.get(name)
+
+    def load_error(self, name: str) -> str | None:
+        """Why the persisted config of `name` does not serve (its models failed to load), if so."""
+        return self._load_errors.get(name)
 
     def routes(self, authenticate: Callable[[Request], None]) -> list[HttpRoute]:
         """The REST routes, each behind `authenticate` (raises `ApiError` to refuse)."""
@@ -264,13 +270,18 @@ class ControlPlane:
         if (task := self._updates.pop(record.name, None)) is not None:
             task.cancel()
         del self._records[record.name]
+        self._load_errors.pop(record.name, None)
         delete_record(self.state_dir, record.name)
         if (live := self.live.pop(record.name, None)) is not None:
             self._retire_later(live, keep=set(), close_table=True)
         log.info("endpoint %s deleted", record.name)
         return {}
 
+    # The handlers below read the body first, then look the endpoint up, check and change it with
+    # no await in between: a DELETE or an update meanwhile is seen, never undone.
+
     async def _update_config(self, request: Request) -> dict[str, Any]:
+        body = await _body(request)
         record = self._record(request)
         if _state(record).config_update == EndpointStateConfigUpdate.IN_PROGRESS:
             raise ApiError(
@@ -278,13 +289,14 @@ class ControlPlane:
                 "RESOURCE_CONFLICT",
                 f"Endpoint {record.name} is currently updating. Wait for the update to complete.",
             )
-        entities, routes = _parse_config(_parsed(EndpointCoreConfigInput, await _body(request)))
+        entities, routes = _parse_config(_parsed(EndpointCoreConfigInput, body))
         self._start_update(record, entities, routes)
         return record.endpoint.as_dict()
 
     async def _put_ai_gateway(self, request: Request) -> dict[str, Any]:
+        body = await _body(request)
         record = self._record(request)
-        gateway = _parsed(AiGatewayConfig, await _body(request))
+        gateway = _parsed(AiGatewayConfig, body)
         current = record.endpoint.ai_gateway.inference_table_config if record.endpoint.ai_gateway else None
         wanted = _table_spec(record.name, gateway.inference_table_config)
         before = _table_spec(record.name, current)
@@ -300,16 +312,17 @@ class ControlPlane:
         if live is not None and (old_table.table if old_table else None) != (
             wanted.payload_table if wanted else None
         ):
-            live.table = self._writer(wanted)
+            live.table = self._writer(wanted)  # requests from now on are recorded there
             if live.table is not None:
                 live.table.start()
-            if old_table is not None:
-                self._retiring.add(asyncio.get_running_loop().create_task(asyncio.to_thread(old_table.close)))
+            if old_table is not None:  # retiring endpoints may still record into it
+                holders = [endpoint for endpoint in self._retiring if endpoint.table is old_table]
+                self._spawn(_close_when_drained(old_table, holders))
         return PutAiGatewayResponse.from_dict(gateway.as_dict()).as_dict()
 
     async def _patch_tags(self, request: Request) -> dict[str, Any]:
-        record = self._record(request)
         body = await _body(request)
+        record = self._record(request)
         deleted = set(body.get("delete_tags") or [])
         tags = {tag.key: tag for tag in record.endpoint.tags or [] if tag.key not in deleted}
         tags |= {tag.key: tag for tag in (_tag(t) for t in body.get("add_tags") or [])}
@@ -323,8 +336,8 @@ class ControlPlane:
     async def _update_permissions(self, request: Request) -> dict[str, Any]:
         """Add or change the given principals' direct grants and keep every other (PATCH semantics:
         `ServingEndpointsAPI.update_permissions`; PUT `set_permissions` would replace them all)."""
-        record = self._record_by_id(request)
         body = await _body(request)
+        record = self._record_by_id(request)
         for entry in body.get("access_control_list") or []:
             grant = _parsed(ServingEndpointAccessControlRequest, entry)
             principals = {
@@ -401,6 +414,7 @@ class ControlPlane:
         if current is None and table is not None:
             table.start()
         self.live[name] = endpoint  # the swap: requests from now on meet the new served entities
+        self._load_errors.pop(name, None)
         pending = record.endpoint.pending_config
         assert pending is not None
         for entity in pending.served_entities or []:
@@ -465,8 +479,8 @@ class ControlPlane:
     async def _load_live(self, record: EndpointRecord) -> None:
         try:
             endpoint = await asyncio.to_thread(self._build, record)
-        except Exception as error:  # logged; the request that asked gets a 503
-            log.error("endpoint %s cannot serve its persisted config: %s", record.name, error)
+        except Exception as error:  # recorded: requests get a 503 saying why, the next one retries
+            self._load_failed(record, error)
             return
         finally:
             self._loads.pop(record.name, None)
@@ -474,11 +488,25 @@ class ControlPlane:
             return  # an update or a delete came first
         endpoint.start()
         self.live[record.name] = endpoint
+        self._load_errors.pop(record.name, None)
+
+    def _load_failed(self, record: EndpointRecord, error: Exception) -> None:
+        message = f"{type(error).__name__}: {error}"
+        log.error("endpoint %s cannot serve its persisted config: %s", record.name, message)
+        self._load_errors[record.name] = message
+        _state(record).ready = EndpointStateReady.NOT_READY
 
     def _retire_later(self, endpoint: Endpoint, *, keep: set[int], close_table: bool) -> None:
-        task = asyncio.get_running_loop().create_task(_retire(endpoint, keep=keep, close_table=close_table))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring.add(endpoint)
+        task = self._spawn(_retire(endpoint, keep=keep, close_table=close_table))
+        task.add_done_callback(lambda _done: self._retiring.discard(endpoint))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` in the background; `stop` awaits it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def _writer(self, table: InferenceTableSpec | None):
         if table is None:
@@ -509,10 +537,18 @@ class ControlPlane:
 
 async def _retire(endpoint: Endpoint, *, keep: set[int], close_table: bool) -> None:
     """Stop the endpoint's served models (but those in `keep`) once they answered what was routed
-    to them; with `close_table`, then flush and close its table writer."""
+    to them and every request routed to the endpoint is recorded; with `close_table`, then flush and
+    close its table writer."""
     await asyncio.gather(*(m.batcher.drain() for m in endpoint.models.values() if id(m) not in keep))
+    await endpoint.drained()
     if close_table and endpoint.table is not None:
         await asyncio.to_thread(endpoint.table.close)
+
+
+async def _close_when_drained(table: InferenceTableWriter, holders: list[Endpoint]) -> None:
+    """Flush and close `table` once the endpoints still recording into it are drained."""
+    await asyncio.gather(*(endpoint.drained() for endpoint in holders))
+    await asyncio.to_thread(table.close)
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -537,7 +573,9 @@ def _parsed(cls: type[T], data: Any) -> T:
 
 def _parse_config(config: EndpointCoreConfigInput) -> tuple[list[ServedEntitySpec], list[RouteSpec]]:
     """The served entities and routes of a config, checked as Databricks checks them: unique served
-    entity names, routes naming each entity once and summing to 100 (`TrafficConfig`)."""
+    entity names, routes naming each entity once and summing to 100 (`TrafficConfig`); fields the
+    laptop would otherwise ignore are refused (`_refuse_unemulated`)."""
+    _refuse_unemulated(config)
     if not config.served_entities:
         raise invalid("the config must have at least one served entity (served_entities)")
     entities = [_entity_spec(entity) for entity in config.served_entities]
@@ -567,6 +605,48 @@ def _parse_config(config: EndpointCoreConfigInput) -> tuple[list[ServedEntitySpe
     if total != 100:
         raise invalid(f"the traffic percentages of the routes must sum to 100, got {total}")
     return entities, specs
+
+
+def _refuse_unemulated(config: EndpointCoreConfigInput) -> None:
+    """Refuse what the laptop would silently ignore: legacy inference tables (`auto_capture_config`:
+    "Starting February 20, 2026, legacy inference tables can not be enabled on new or existing model
+    serving endpoints", docs "Enable inference tables on model serving endpoints using the API",
+    docs.databricks.com/machine-learning/model-serving/enable-model-serving-inference-tables.html),
+    the deprecated `served_models`, `workload_size` with provisioned concurrency ("Do not use if
+    min_provisioned_concurrency and max_provisioned_concurrency are specified", `ServedEntityInput`)
+    and served entity settings it cannot honour (GPU workloads, environment variables, instance
+    profiles, external models, provisioned throughput)."""
+    if config.auto_capture_config is not None:
+        raise invalid(
+            "auto_capture_config (legacy inference tables) can no longer be enabled on Databricks: "
+            "enable the AI gateway's inference_table_config instead (PUT .../ai-gateway)"
+        )
+    if config.served_models:
+        raise invalid("served_models is deprecated and not served here: use served_entities")
+    for entity in config.served_entities or []:
+        label = entity.name or entity.entity_name
+        concurrency = entity.min_provisioned_concurrency, entity.max_provisioned_concurrency
+        if entity.workload_size and any(value is not None for value in concurrency):
+            raise invalid(
+                f"served entity {label}: workload_size cannot be combined with "
+                "min_provisioned_concurrency / max_provisioned_concurrency: give one or the other"
+            )
+        workload_type = entity.workload_type.value if entity.workload_type else "CPU"
+        unemulated = {
+            "workload_type": not workload_type.startswith("CPU"),
+            "environment_vars": bool(entity.environment_vars),
+            "instance_profile_arn": entity.instance_profile_arn is not None,
+            "external_model": entity.external_model is not None,
+            "provisioned_model_units": entity.provisioned_model_units is not None,
+            "min_provisioned_throughput": entity.min_provisioned_throughput is not None,
+            "max_provisioned_throughput": entity.max_provisioned_throughput is not None,
+        }
+        if fields := [name for name, given in unemulated.items() if given]:
+            detail = f" {workload_type}" if unemulated["workload_type"] else ""
+            raise invalid(
+                f"served entity {label}: the laptop does not emulate {', '.join(fields)}{detail} (it "
+                "serves registered models on the local CPU): remove it from the local target's config"
+            )
 
 
 def _entity_spec(entity: ServedEntityInput | ServedEntityOutput) -> ServedEntitySpec:

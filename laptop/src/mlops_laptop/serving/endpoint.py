@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +112,8 @@ class ServedModel:
 
 class Endpoint:
     """What one endpoint serves: its served models, the traffic router over its routes and the
-    inference-table writer (None when the table is off)."""
+    inference-table writer (None when the table is off). It counts the requests routed to it until
+    their inference record is written, so a replaced endpoint's writer closes only once drained."""
 
     def __init__(
         self,
@@ -125,6 +129,25 @@ class Endpoint:
         self.routes = routes
         self.router = TrafficRouter(routes, rng)
         self.table = table
+        self.in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count one request from its routing here until its inference record is written."""
+        self.in_flight += 1
+        self._drained.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._drained.set()
+
+    async def drained(self) -> None:
+        """Return once no request routed here is in flight."""
+        await self._drained.wait()
 
     def start(self) -> None:
         """Start the batchers (on the running event loop) and the table writer."""

@@ -106,7 +106,7 @@ class WriterStats:
     written: int = 0
     failed_writes: int = 0
     lost: int = 0  # records of a file that could not be written after every retry
-    dropped: int = 0  # records refused because the queue was full
+    dropped: int = 0  # records refused: the queue was full or the writer closed
     last_error: str | None = None
 
     @property
@@ -120,8 +120,9 @@ class InferenceTableWriter:
     A file is written when `flush_rows` records are waiting or `flush_seconds` after the first one;
     `close()` writes what is left (the endpoint calls it on shutdown, SIGTERM included). A failed
     write is retried `retries` times, waiting `retry_seconds` and then twice as long each time;
-    records that still cannot be written, and records refused by a full queue, are counted in
-    `stats` (which `/health` reports) and logged as errors: nothing is lost silently. After a loss,
+    records that still cannot be written, and records refused by a full queue or written after
+    `close()`, are counted in `stats` (which `/health` reports) and logged as errors: nothing is
+    lost silently. After a loss,
     later files get one attempt each until one is written again, so a broken table cannot stall
     the shutdown's flush.
     """
@@ -145,6 +146,8 @@ class InferenceTableWriter:
         self.retry_seconds = retry_seconds
         self.stats = WriterStats()
         self._failing = False
+        self._closed = False
+        self._closing = threading.Lock()  # no record is queued behind the closing marker
         self._queue: queue.Queue[InferenceRecord | None] = queue.Queue(maxsize=max_queued)
         self._thread = threading.Thread(
             target=self._run, name=f"inference-table-{directory.name}", daemon=True
@@ -155,18 +158,30 @@ class InferenceTableWriter:
         self._thread.start()
 
     def write(self, record: InferenceRecord) -> None:
-        """Queue a record without blocking; when the queue is full the record is dropped and counted."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.stats.dropped += 1
-            log.error("inference table queue full: dropped a record (%d so far)", self.stats.dropped)
+        """Queue a record without blocking; when the queue is full or the writer is closed the
+        record is dropped and counted."""
+        with self._closing:
+            if self._closed:
+                self._drop("the writer is closed")
+                return
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                self._drop("the queue is full")
 
     def close(self) -> None:
-        """Write every queued record, then stop the thread."""
+        """Write every queued record, then stop the thread; later writes are dropped and counted."""
+        with self._closing:
+            self._closed = True
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+    def _drop(self, reason: str) -> None:
+        self.stats.dropped += 1
+        log.error(
+            "inference table %s: dropped a record, %s (%d so far)", self.table, reason, self.stats.dropped
+        )
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:

@@ -80,7 +80,9 @@ class Host:
 
     def workspace_client(self) -> WorkspaceClient:
         """The SDK client of this host alone: PAT auth, no profile, ~/.databrickscfg or other
-        `DATABRICKS_*` setting can redirect or re-authenticate it."""
+        `DATABRICKS_*` setting can redirect or re-authenticate it. Its HTTP session honours
+        `HTTP(S)_PROXY` and `Config` has no setting to turn that off (databricks/sdk/_base_client.py
+        `requests.Session()`): behind a proxy, add 127.0.0.1 to `NO_PROXY`."""
         config = Config(
             host=self.url,
             token=self.token,
@@ -92,20 +94,41 @@ class Host:
 
 
 def running_server(state_dir: Path) -> Host | None:
-    """The `mlops serve` of this state directory when its discovery file points at a live server."""
+    """The `mlops serve` of this state directory: the server its discovery file names, when that
+    process is alive and the server answering at the file's URL is that process (a server of another
+    state directory may listen on the port after an unclean stop). The loopback call ignores
+    `HTTP(S)_PROXY`."""
     found = read_discovery(state_dir)
     if found is None:
         return None
+    if not _process_alive(found.pid):
+        log.info("the discovery file names process %d, which is not running: ignored", found.pid)
+        return None
     try:
-        alive = requests.get(f"{found.url}/ping", timeout=5).status_code == 200
-    except requests.RequestException:
-        alive = False
-    if not alive:
+        with requests.Session() as session:
+            session.trust_env = False  # no proxy, no .netrc for the loopback call
+            answer = session.get(f"{found.url}/ping", timeout=5)
+        pid = answer.json().get("pid") if answer.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        pid = None
+    if pid != found.pid:
         log.info(
-            "the discovery file names %s (process %d), which does not answer: ignored", found.url, found.pid
+            "the discovery file names %s (process %d), which does not answer as that process: ignored",
+            found.url,
+            found.pid,
         )
         return None
     return Host(found.url, found.token or NO_TOKEN)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @contextmanager
