@@ -164,21 +164,27 @@ def delivery(platform: LocalPlatform) -> Iterator[Delivery]:
         yield Delivery(pipeline_names(bundle), runner, platform)
 
 
-@pytest.fixture(scope="module")
-def first_experiment(delivery: Delivery) -> dict[str, Observed]:
-    """v1 champion, v2 in the A/B test, traffic where v2 is worse, the rollout job twice."""
-    steps = {}
+def experiment(
+    delivery: Delivery, version: str, *, challenger_error_scale: float, seed: int
+) -> dict[str, Observed]:
+    """A pipeline run training `version`, traffic with the challenger's error scaled, the monitoring
+    job's unpack, then the rollout job twice: what each step left."""
     delivery.run("pipeline")
-    steps["v1"] = delivery.observe()
-    delivery.run("pipeline")
-    steps["v2"] = delivery.observe()
-    delivery.traffic(challenger_error_scale=2.0, seed=11)
+    steps = {version: delivery.observe()}
+    delivery.traffic(challenger_error_scale, seed)
     delivery.unpack()
     delivery.run("rollout")
     steps["decided"] = delivery.observe()
     delivery.run("rollout")
     steps["again"] = delivery.observe()
     return steps
+
+
+@pytest.fixture(scope="module")
+def first_experiment(delivery: Delivery) -> dict[str, Observed]:
+    """v1 champion, then v2 in the A/B test with traffic where v2 is worse."""
+    delivery.run("pipeline")
+    return {"v1": delivery.observe(), **experiment(delivery, "v2", challenger_error_scale=2.0, seed=11)}
 
 
 def test_the_first_version_is_promoted_and_served_alone(delivery, first_experiment):
@@ -231,20 +237,11 @@ def test_per_variant_metrics_were_recorded_with_intervals(delivery, first_experi
 
 @pytest.fixture(scope="module")
 def second_experiment(delivery: Delivery, first_experiment) -> dict[str, Observed]:
-    """v3 in the A/B test against v1, traffic where v3 is better, the rollout job twice, then the
-    rollout job with action=rollback."""
-    steps = {}
-    delivery.run("pipeline")
-    steps["v3"] = delivery.observe()
-    delivery.traffic(challenger_error_scale=0.5, seed=12)
-    delivery.unpack()
-    delivery.run("rollout")
-    steps["decided"] = delivery.observe()
-    delivery.run("rollout")
-    steps["again"] = delivery.observe()
+    """v3 in the A/B test against v1 with traffic where v3 is better, then the rollout job with
+    action=rollback."""
+    steps = experiment(delivery, "v3", challenger_error_scale=0.5, seed=12)
     delivery.run("rollout", {"action": "rollback"})
-    steps["rolled_back"] = delivery.observe()
-    return steps
+    return {**steps, "rolled_back": delivery.observe()}
 
 
 def test_a_better_challenger_is_promoted_once_and_served_alone(delivery, second_experiment):

@@ -32,6 +32,7 @@ from mlops_laptop.pipeline_names import pipeline_names
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.rollout.report import latest_rows, rollout_report
 from mlops_laptop.serving.local_deploy import deployed_endpoint
+from mlops_laptop.serving.local_host import local_host
 from mlops_template.problem_spec import PROBLEM_VARIABLE
 from mlops_template.registry.experiment import (
     EXPERIMENT,
@@ -54,12 +55,13 @@ from mlops_template.registry.versions import (
     promote,
     set_version_tags,
 )
+from mlops_template.serving.deploy import DatabricksEndpointDeployer
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.deploy import DeployConfig
 from mlops_template.tasks.rollout_decide import RolloutDecideConfig
 from mlops_template.tasks.rollout_metrics import RolloutMetricsConfig
 from test_rollout_analysis import T0, record_entities, traffic, write_monitoring
-from test_serving_support import register_regression_model
+from test_serving_support import logged_endpoint, register_regression_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ROLLOUT_PARAMS = {"min_labelled": 100, "min_duration_hours": 1, "bootstrap_resamples": 500}
@@ -354,8 +356,9 @@ def test_mlops_model_rollback_redeploys_the_previous_champion(platform, tmp_path
         promote(names.model_name, 1)
         promote(names.model_name, 2)
 
-        deployed = _mlops(tmp_path, "run", "rollout", "-t", bundle.target)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        with local_host(target.state_dir) as host:  # the endpoint serving v2, deployed by the SDK
+            deployer = DatabricksEndpointDeployer(host.workspace_client())
+            deployer.deploy(logged_endpoint(names.endpoint, names.model_name, "2"))
         assert _served_versions(target, names.endpoint) == ["2"]
 
         rolled = _mlops(tmp_path, "model", "rollback", "-t", bundle.target)
