@@ -36,6 +36,7 @@ from mlops_template.registry.versions import (
     model_status,
     register_challenger,
     rollback,
+    set_version_tags,
 )
 from mlops_template.tasks import train, validate_model
 from mlops_template.training.config import TrainingConfig
@@ -340,8 +341,10 @@ def test_model_cli_status_shows_each_versions_gate_outcome_and_why(
                 name, register_challenger(name, logged), frame, LOOSE, PROBLEM, rollout=rollout
             )
 
+        set_version_tags(name, 3, {"rollout_outcome": "rolled_back", "rollout_reason": "worse: +1.3"})
         status = cli.invoke(model_app, ["status", "-t", bundle.target])
         assert status.exit_code == 0, status.output
+        assert "version 3 rolled_back: worse: +1.3" in status.output  # how its live experiment ended
         assert name in status.output
         assert "roc_auc" in status.output  # the problem's metrics
         assert PREVIOUS_CHAMPION in status.output

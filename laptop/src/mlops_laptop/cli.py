@@ -60,7 +60,8 @@ def _configure_logging(
         handlers=[RichHandler(console=error_console(), show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    logging.getLogger("mlops_template").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for package in ("mlops_template", "mlops_laptop"):  # what the tasks and the local server say
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

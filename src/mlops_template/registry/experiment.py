@@ -22,6 +22,8 @@ from mlops_template.registry.versions import (
     CHALLENGER,
     CHAMPION,
     GATE_OUTCOME_TAG,
+    ROLLOUT_OUTCOME_TAG,
+    ROLLOUT_REASON_TAG,
     get_aliases,
     get_version,
     promote,
@@ -33,8 +35,6 @@ log = logging.getLogger(__name__)
 RolloutPolicy = Literal["replace", "canary", "ab_test"]
 EXPERIMENT = "experiment"  # the gate outcome of a challenger to try live
 EXPERIMENT_STARTED_TAG = "experiment_started_at"  # set when the endpoint first serves it
-ROLLOUT_OUTCOME_TAG = "rollout_outcome"
-ROLLOUT_REASON_TAG = "rollout_reason"
 ROLLOUT_PROMOTED = "promoted"
 ROLLOUT_ROLLED_BACK = "rolled_back"
 

@@ -25,6 +25,9 @@ PREVIOUS_CHAMPION = "previous_champion"
 ROLLED_BACK = "rolled_back"
 # The validation gate records its decision on the version as tag `gate_outcome`.
 GATE_OUTCOME_TAG = "gate_outcome"
+# The rollout job records how a live experiment ended (registry/experiment.py).
+ROLLOUT_OUTCOME_TAG = "rollout_outcome"
+ROLLOUT_REASON_TAG = "rollout_reason"
 PROMOTED = "promoted"
 REJECTED = "rejected"
 
@@ -172,6 +175,8 @@ class VersionStatus:
     metrics: dict[str, float] = field(default_factory=dict)  # the task type's, in its order
     gate_outcome: str | None = None
     gate_reason: str | None = None
+    rollout_outcome: str | None = None  # how a live experiment with it ended
+    rollout_reason: str | None = None
 
     @property
     def primary_value(self) -> float | None:
@@ -207,4 +212,6 @@ def _status(version: ModelVersion, aliases: list[str], spec: ProblemSpec) -> Ver
         metrics=metrics,
         gate_outcome=tags.get(GATE_OUTCOME_TAG),
         gate_reason=tags.get("gate_reason"),
+        rollout_outcome=tags.get(ROLLOUT_OUTCOME_TAG),
+        rollout_reason=tags.get(ROLLOUT_REASON_TAG),
     )

@@ -55,8 +55,7 @@ def roll_back_champion(model_name: str) -> None:
     experiment = current_experiment(model_name)
     if experiment is not None:
         conclude_rollback(experiment, f"the champion, version {experiment.champion}, was rolled back by hand")
-    done = rollback(model_name)
-    log.info("%s: champion back from version %d to %d", done.model_name, done.rolled_back, done.champion)
+    rollback(model_name)
 
 
 main = task_entry_point(RolloutDecideConfig, run)

@@ -49,7 +49,7 @@ def status(target: TargetOption = None) -> None:
     spec = load_problem()
     metrics = [spec.primary_metric, *(m for m in spec.metric_names if m != spec.primary_metric)]
     table = Table(title=f"Model {name}", box=None, pad_edge=False)
-    for column in ("version", "aliases", "created (UTC)", *metrics, "gate"):
+    for column in ("version", "aliases", "created (UTC)", *metrics, "gate", "rollout"):
         table.add_column(column, no_wrap=True)
     for version in versions:
         table.add_row(
@@ -58,11 +58,14 @@ def status(target: TargetOption = None) -> None:
             version.created.strftime("%Y-%m-%d %H:%M"),
             *(_number(version.metrics.get(metric)) for metric in metrics),
             version.gate_outcome or "not run",
+            version.rollout_outcome or "",
         )
     console().print(table)
     for version in versions:
         if version.gate_reason:
             console().print(f"version {version.version} {version.gate_outcome}: {version.gate_reason}")
+        if version.rollout_reason:
+            console().print(f"version {version.version} {version.rollout_outcome}: {version.rollout_reason}")
 
 
 @model_app.command("rollback")
