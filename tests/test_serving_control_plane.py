@@ -295,27 +295,33 @@ def test_gateway_tags_permissions_and_delete_and_a_restart_keeps_them(workspace)
 
 
 class Load:
-    """Bounded load: `clients` threads each sending one request after the other until stopped."""
+    """Bounded load: `clients` threads each sending one request after the other until stopped;
+    each answer is (client, sent, received, status, served-model-name)."""
 
     def __init__(self, url: str, endpoint: str, headers: dict[str, str], clients: int = 4) -> None:
         self.url, self.endpoint, self.headers = url, endpoint, headers
-        self.answers: list[tuple[float, int, str | None]] = []
+        self.answers: list[tuple[int, float, float, int, str | None]] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        self._threads = [threading.Thread(target=self._run, args=(client,)) for client in range(clients)]
 
-    def _run(self) -> None:
+    def _run(self, client: int) -> None:
         body = records_body(model_inputs(2, seed=3))
         with requests.Session() as session:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 response = session.post(
                     f"{self.url}/serving-endpoints/{self.endpoint}/invocations",
                     json=body,
                     headers=self.headers,
                     timeout=60,
                 )
-                self.answers.append(
-                    (time.monotonic(), response.status_code, response.headers.get("served-model-name"))
-                )
+                served = response.headers.get("served-model-name")
+                self.answers.append((client, sent, time.monotonic(), response.status_code, served))
+
+    def served_by_client(self) -> list[list[str | None]]:
+        """Each client's served-model-name headers, in the order it sent its requests."""
+        clients = sorted({client for client, *_ in self.answers})
+        return [[served for c, *_, served in self.answers if c == client] for client in clients]
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -387,12 +393,16 @@ def test_a_deploy_while_mlops_serve_runs_under_load_drops_no_request_and_moves_t
             deployer.deploy(logged_endpoint(name, MODEL, versions[1]))
             deployed = time.monotonic()
             time.sleep(0.5)
-        statuses = [status for _, status, _ in load.answers]
+        statuses = [status for *_, status, _ in load.answers]
         assert statuses.count(200) == len(statuses) > 50, set(statuses)
-        served = [served for _, _, served in load.answers]
-        switch = served.index("scorer-2")
-        assert set(served[:switch]) == {"scorer-1"} and set(served[switch:]) == {"scorer-2"}
-        assert any(started < at < deployed for at, _, s in load.answers if s == "scorer-1")
+        # Each client meets the old version, then the new one for good: a request sent after the
+        # switch never reaches the old models (those in flight at the switch finish on them).
+        for served in load.served_by_client():
+            switch = served.index("scorer-2")
+            assert set(served[:switch]) == {"scorer-1"} and set(served[switch:]) == {"scorer-2"}, served
+        first_new = min(received for *_, received, _, s in load.answers if s == "scorer-2")
+        assert all(sent < first_new for _, sent, _, _, s in load.answers if s == "scorer-1")
+        assert any(started < at < deployed for *_, at, _, s in load.answers if s == "scorer-1")
         assert process.poll() is None  # the same server, never restarted
         assert deployer.query(name, records_body(model_inputs(1))["dataframe_records"])[
             "served-model-name"
