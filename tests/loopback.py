@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-# (method, path with its query string, JSON body or {}) -> (status, JSON answer)
-Handle = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
+# (method, path with its query string, JSON body or {}) -> (status, JSON answer[, extra headers])
+Handle = Callable[
+    [str, str, dict[str, Any]], tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
+]
 
 
 @contextmanager
@@ -25,9 +27,11 @@ def loopback_workspace(handle: Handle) -> Iterator[str]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else {}
-            status, answer = handle(self.command, self.path, body)
+            status, answer, *headers = handle(self.command, self.path, body)
             data = json.dumps(answer).encode()
             self.send_response(status)
+            for name, value in (headers[0] if headers else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -10,11 +10,7 @@ https://docs.databricks.com/aws/en/machine-learning/model-serving/create-manage-
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -25,6 +21,7 @@ from databricks.sdk.service.serving import EndpointTag, ServingEndpointDetailed
 from typer.testing import CliRunner
 
 from churn_example.spec import PROBLEM as CHURN
+from loopback import loopback_workspace
 from mlops_laptop.monitoring.cli import simulate_traffic
 from mlops_laptop.monitoring.simulate import (
     VARIANT,
@@ -208,34 +205,16 @@ def test_the_endpoint_tags_name_the_champion_and_challenger_entities() -> None:
 # --- over HTTP -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def answering(answers: list[tuple[int, str, dict[str, Any]]]) -> Iterator[str]:
+def answering(answers: list[tuple[int, str, dict[str, Any]]]) -> AbstractContextManager[str]:
     """A loopback endpoint giving `answers` (status, served-model-name, JSON) in turn, as a
     serving endpoint answers invocations; yields its base URL."""
     pending = list(answers)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            status, served, answer = pending.pop(0)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("served-model-name", served)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(_method: str, _path: str, _body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        status, served, body = pending.pop(0)
+        return status, body, {"served-model-name": served}
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return loopback_workspace(answer)
 
 
 def test_send_traffic_keeps_each_answers_status_served_entity_and_predictions() -> None:
