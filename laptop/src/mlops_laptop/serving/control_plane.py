@@ -340,15 +340,7 @@ class ControlPlane:
         record = self._record_by_id(request)
         for entry in body.get("access_control_list") or []:
             grant = _parsed(ServingEndpointAccessControlRequest, entry)
-            principals = {
-                key: value
-                for key, value in (
-                    ("user_name", grant.user_name),
-                    ("group_name", grant.group_name),
-                    ("service_principal_name", grant.service_principal_name),
-                )
-                if value
-            }
+            principals = _principal(grant)
             if len(principals) != 1 or grant.permission_level is None:
                 raise invalid(
                     f"each access control entry needs one principal and a permission level "
@@ -761,7 +753,10 @@ def _summary(endpoint: ServingEndpointDetailed) -> ServingEndpoint:
     )
 
 
-def _principal(entry: ServingEndpointAccessControlResponse) -> dict[str, str]:
+def _principal(
+    entry: ServingEndpointAccessControlRequest | ServingEndpointAccessControlResponse,
+) -> dict[str, str]:
+    """The principal an access control entry names (one of user, group, service principal)."""
     return {
         key: value
         for key, value in (
