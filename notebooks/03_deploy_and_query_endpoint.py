@@ -4,7 +4,9 @@
 # MAGIC
 # MAGIC The `deploy` task deploys the champion (and, when configured, the challenger or the sticky
 # MAGIC A/B model) to a Model Serving endpoint with an AI-Gateway inference table. This notebook
-# MAGIC shows the spec it sends, queries the endpoint, and checks the sticky A/B assignment.
+# MAGIC shows the spec it sends, queries the endpoint with what a client knows (zips, times,
+# MAGIC distance: the endpoint looks the window features up by key and time), and checks the
+# MAGIC sticky A/B assignment.
 # MAGIC Locally, the query runs against the recorded endpoint served on loopback (what
 # MAGIC `mlops serve -t dev` serves); on Databricks, against the Model Serving endpoint.
 
@@ -46,16 +48,33 @@ request = build_endpoint_config(spec)
 
 # MAGIC %md
 # MAGIC ## Query the endpoint with a few trips
+# MAGIC A client sends the request inputs (and the trip id, which the model ignores and monitoring
+# MAGIC joins labels on); the endpoint looks the features up in the online store. The same trips
+# MAGIC sent with their point-in-time features (which override the lookup) show what the lookup
+# MAGIC changes: the online store holds the latest row per zip, so for past trips it may differ.
+# MAGIC With `serving_features=request` (no online store) only the second request works.
 
 # COMMAND ----------
 
+
+def json_records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON objects: timestamps as ISO-8601 text, nulls as null (JSON has no NaN)."""
+    frame = frame.astype({"trip_id": str})
+    for column in frame.select_dtypes("datetime").columns:
+        frame[column] = frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 schema = f"{context.catalog}.{context.schema}"
 trips = context.platform.read_table(PROBLEM.prepared_table_name(schema), produced_by="job pipeline").limit(5)
-rows = build_feature_set(context.platform, PROBLEM, trips, schema)
-frame = rows.select("trip_id", *PROBLEM.input_names).toPandas().astype({"trip_id": str})
-records = frame.astype(object).where(frame.notna(), None).to_dict("records")  # JSON has null, not NaN
-answer = deployer.query(context.endpoint_name, records)
-pd.DataFrame({"trip_id": [r["trip_id"] for r in records], "predicted_fare": answer["predictions"]})
+rows = build_feature_set(context.platform, PROBLEM, trips, schema).toPandas()
+keys_only = json_records(rows[["trip_id", *PROBLEM.request_input_names]])
+with_features = json_records(rows[["trip_id", *PROBLEM.input_names]])
+sent = deployer.query(context.endpoint_name, with_features)["predictions"]
+looked_up = None
+if context.looks_up_features:
+    looked_up = deployer.query(context.endpoint_name, keys_only)["predictions"]
+pd.DataFrame({"trip_id": rows["trip_id"], "from_keys": looked_up, "with_features": sent})
 
 # COMMAND ----------
 

@@ -2,9 +2,11 @@
 # MAGIC %md
 # MAGIC # 04 · Batch scoring
 # MAGIC
-# MAGIC The `batch_score` task scores trips with the `champion` through `mlflow.pyfunc.spark_udf`
-# MAGIC into the predictions table. This notebook reads that table and compares predictions with
-# MAGIC the actual fares.
+# MAGIC The `batch_score` task scores trips with the `champion` into the predictions table: a model
+# MAGIC logged with its feature lookups through the feature store's `score_batch` (`fe.score_batch`
+# MAGIC on Databricks: the same point-in-time lookup as training), otherwise through
+# MAGIC `mlflow.pyfunc.spark_udf` over the point-in-time features. This notebook reads that table and
+# MAGIC compares predictions with the actual fares.
 
 # COMMAND ----------
 

@@ -22,9 +22,9 @@ from mlops_template.scoring.batch import NoModelVersionError, check_scoring_inpu
 from mlops_template.tasks import batch_score
 from mlops_template.tasks.common import build_config
 from mlops_template.training.config import TrainingConfig
-from mlops_template.training.dataset import build_feature_set, build_training_set
+from mlops_template.training.dataset import build_feature_set, build_training_set, feature_training_set
 from mlops_template.training.model import input_columns, train_model
-from mlops_template.training.tracking import RunContext, log_training_run
+from mlops_template.training.tracking import FeatureServing, RunContext, log_training_run
 from regression_spec import PROBLEM, REFERENCE
 
 
@@ -147,3 +147,61 @@ def test_rows_missing_model_inputs_are_rejected_naming_the_columns(platform, tab
     rows = platform.read_table(tables["prepared"])  # no feature looked up
     with pytest.raises(ValueError, match=r"lack the columns \['events_7d', 'mean_minutes_7d'\]"):
         check_scoring_input(rows, PROBLEM)
+
+
+@pytest.fixture(scope="module")
+def looked_up_model_name(platform: LocalPlatform, tables: dict[str, str]) -> str:
+    """A champion logged with its feature lookups (the train task's serving_features=lookup)."""
+    platform.configure_mlflow()
+    name = f"test.scoring_{uuid.uuid4().hex[:8]}.looked_up"
+    events = platform.read_table(tables["prepared"])
+    trained = train_model(
+        build_training_set(platform, PROBLEM, events, tables["schema"]),
+        TrainingConfig.from_overrides({}, PROBLEM),
+        PROBLEM,
+    )
+    serving = feature_training_set(platform, PROBLEM, events, tables["schema"], with_row_id=False)
+    context = RunContext(tables["prepared"], PROBLEM.feature_table_names(tables["schema"]), "test", "1")
+    run = log_training_run(
+        platform.experiment_id("/Shared/test-scoring"),
+        trained,
+        context,
+        FeatureServing(platform.feature_store, serving),
+    )
+    register_challenger(name, run)
+    promote(name, 1)
+    return name
+
+
+def test_a_champion_logged_with_lookups_scores_the_point_in_time_features(
+    platform, tables, looked_up_model_name
+):
+    """fe.score_batch looks a model's features up from its feature spec's tables "Unless present in
+    df" (databricks/feature_engineering/client.py, score_batch): the task gives it the prepared rows'
+    keys and request inputs only, and its predictions equal the model's on the rows joined with
+    their point-in-time features (the path of a model logged plainly)."""
+    assert platform.feature_store.logged_with_lookups(f"models:/{looked_up_model_name}/1")
+    schema = "test.scoring_lookups"  # its own predictions table; the features come from the model's tables
+    events = platform.read_table(tables["prepared"])
+    platform.save_table(events, PROBLEM.prepared_table_name(schema))
+    score(platform, looked_up_model_name, schema)
+    predictions = (
+        platform.read_table(PROBLEM.predictions_table_name(schema)).toPandas().set_index(PROBLEM.row_id)
+    )
+    assert len(predictions) == events.count()
+    rows = build_feature_set(platform, PROBLEM, events, tables["schema"])
+    # In the training set's types, which the signature of a model logged with lookups has.
+    frame = rows.select(PROBLEM.row_id, *PROBLEM.input_names).toPandas()
+    model = mlflow.pyfunc.load_model(f"models:/{looked_up_model_name}/1")
+    expected = model.predict(frame[PROBLEM.input_names])
+    actual = predictions.loc[frame[PROBLEM.row_id], "prediction"].to_numpy()
+    np.testing.assert_allclose(actual, np.asarray(expected, dtype=float), rtol=1e-6)
+
+
+def test_rows_for_a_model_with_lookups_need_only_keys_and_request_inputs(platform, tables):
+    rows = platform.read_table(tables["prepared"])
+    check_scoring_input(rows, PROBLEM, looked_up=True)
+    with pytest.raises(
+        ValueError, match=r"lack the columns \['plan'\]: score rows of the prepare_data table$"
+    ):
+        check_scoring_input(rows.drop("plan"), PROBLEM, looked_up=True)

@@ -23,6 +23,8 @@ from mlops_laptop.bundle.loader import (
 )
 from mlops_template.tasks.common import TaskArgumentError, TaskConfig, build_config
 from mlops_template.tasks.deploy import DeployConfig
+from mlops_template.tasks.publish_features import PublishFeaturesConfig
+from mlops_template.tasks.train import TrainConfig
 from mlops_template.tasks.validate_model import ValidateModelConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +126,12 @@ def _pipeline_task_config(target: str, task_key: str, variables: dict[str, str])
     parameters = task["python_wheel_task"]["parameters"]
     for reference, value in defaults.items():
         parameters = [parameter.replace(reference, value) for parameter in parameters]
-    config_type = {"validate_model": ValidateModelConfig, "deploy": DeployConfig}[task_key]
+    config_type = {
+        "validate_model": ValidateModelConfig,
+        "deploy": DeployConfig,
+        "train": TrainConfig,
+        "publish_features": PublishFeaturesConfig,
+    }[task_key]
     return build_config(config_type, parameters)
 
 
@@ -143,6 +150,24 @@ def test_the_rollout_policy_reaches_the_gate_and_the_deploy_task(target: str) ->
         _pipeline_task_config(target, "deploy", {"rollout": "ab_test"})
     assert not {"challenger_traffic_percent", "ab_challenger_share"} & set(DECLARED["variables"])
     assert json.loads(DECLARED["variables"]["rollout_params"]["default"]) == {}
+
+
+@pytest.mark.parametrize("target", ["dev", "staging", "prod"])
+def test_serving_features_reach_publish_train_and_deploy(target: str) -> None:
+    """One variable decides how the served model gets its features (default lookup; request where no
+    online store exists); publish_features runs after features and before deploy. The online store
+    name fits `fe.create_online_store` ("Maximum of 63 bytes", databricks/feature_engineering/client.py)
+    and uses lowercase letters, digits and '-' like the docs' example "my-online-store"."""
+    tasks = {task["task_key"]: task for task in load_bundle(PROJECT_ROOT, target).job("pipeline")["tasks"]}
+    assert tasks["publish_features"]["depends_on"] == [{"task_key": "features"}]
+    assert {"validate_model", "publish_features"} == {d["task_key"] for d in tasks["deploy"]["depends_on"]}
+    for variables, serving in (({}, "lookup"), ({"serving_features": "request"}, "request")):
+        for task_key in ("publish_features", "train", "deploy"):
+            assert _pipeline_task_config(target, task_key, variables).serving_features == serving
+    store = _pipeline_task_config(target, "publish_features", {}).online_store
+    assert re.fullmatch(r"[a-z][a-z0-9-]*", store) and len(store.encode()) <= 63
+    with pytest.raises(TaskArgumentError, match="--serving-features"):
+        _pipeline_task_config(target, "train", {"serving_features": "online"})
 
 
 def test_real_bundle_resolves_every_reference() -> None:

@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import datetime as dt
 
+import mlflow
+import numpy as np
 import pytest
 from databricks.feature_engineering import FeatureLookup
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema
 from pyspark.sql import functions as F
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
 
 from churn_example.spec import PROBLEM as CHURN
 from mlops_laptop.platform.local_feature_store import PRIMARY_KEYS_PROPERTY, FeatureStoreError
+from mlops_laptop.platform.online_store import OnlineTable, snapshot_path
 from mlops_template.platform import MissingTableError
+from mlops_template.platform.feature_store import FEATURE_LOOKUPS_METADATA, LookupSpec
 from mlops_template.problem_spec import PROBLEM_VARIABLE
+from mlops_template.tasks import publish_features
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.features import FeaturesConfig, run
 from mlops_template.training.dataset import build_feature_set
@@ -235,5 +245,186 @@ def test_the_feature_set_for_scoring_needs_no_label(platform, feature_tables):
     rows = build_feature_set(platform, CHURN, events, schema)
     assert rows.columns[: len(events.columns)] == events.columns
     assert set(CHURN.input_names) <= set(rows.columns)
-    assert not set(CHURN.lookup_helper_columns) & set(rows.columns)
     assert rows.count() == events.count()
+
+
+# --- models logged with their lookups: log_model, score_batch; publishing the online copy ------
+
+
+def _micros(value: dt.datetime) -> int:
+    return (value - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+
+
+@pytest.fixture(scope="module")
+def looked_up_model(platform, spark, history):
+    """A linear model of x and the looked-up v (label = x + 2 v, v defaulting to 0), logged with
+    its lookup through the local feature store; the key and time are inputs it ignores."""
+    platform.configure_mlflow()
+    lookup = FeatureLookup(
+        history, "key", timestamp_lookup_key="t", feature_names=["v"], default_values={"v": 0.0}
+    )
+    rows = [(1, T(2016, 1, 4, 10, 30), 1.0), (1, T(2016, 1, 4, 12), 2.0), (2, T(2016, 1, 4, 10), 3.0)]
+    rows += [(3, T(2016, 1, 4, 10), 4.0), (1, T(2016, 1, 4, 10), 5.0)]  # v: 2, 3, 5, 0 (no row), 1
+    requests = spark.createDataFrame(rows, "key int, t timestamp, x double")
+    joined = platform.feature_store.create_training_set(requests, [lookup], label=None).load_df().toPandas()
+    joined["label"] = joined["x"] + 2 * joined["v"]
+    labelled = spark.createDataFrame(joined.drop(columns="v"), "key int, t timestamp, x double, label double")
+    training_set = platform.feature_store.create_training_set(labelled, [lookup], label="label")
+    model = Pipeline(
+        [("inputs", ColumnTransformer([("used", "passthrough", ["x", "v"])])), ("model", LinearRegression())]
+    )
+    model.fit(joined[["key", "t", "x", "v"]], joined["label"])
+    outputs = Schema([ColSpec("double")])
+    with mlflow.start_run(experiment_id=platform.experiment_id("/Shared/test-feature-models")):
+        info = platform.feature_store.log_model(
+            model=model,
+            name="model",
+            flavor=mlflow.sklearn,
+            training_set=training_set,
+            signature=ModelSignature(inputs=Schema([ColSpec("double", "ignored")]), outputs=outputs),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            pip_requirements=["scikit-learn"],
+        )
+    return {"uri": info.model_uri, "model": model, "lookup": lookup, "outputs": outputs}
+
+
+def test_a_model_logged_with_lookups_takes_request_inputs_required_and_features_optional(
+    looked_up_model,
+):
+    """fe.log_model's signature of a training set: "Source data columns are required inputs. Feature
+    columns (both lookup and on-demand features) are optional inputs", typed from the training set
+    (databricks/ml_features/utils/signature_utils.py, get_mlflow_signature_from_feature_spec and
+    SUPPORTED_SCALAR_TYPE_MAP: int -> integer, timestamp -> datetime); the outputs are given."""
+    model = Model.load(looked_up_model["uri"])
+    assert model.signature.inputs == Schema(
+        [
+            ColSpec("integer", "key", required=True),
+            ColSpec("datetime", "t", required=True),
+            ColSpec("double", "x", required=True),
+            ColSpec("double", "v", required=False),
+        ]
+    )
+    assert model.signature.outputs == looked_up_model["outputs"]
+    assert model.metadata[FEATURE_LOOKUPS_METADATA] == [LookupSpec.of(looked_up_model["lookup"]).to_dict()]
+
+
+def test_only_models_logged_with_lookups_count_as_such(platform, looked_up_model, spark):
+    store = platform.feature_store
+    assert store.logged_with_lookups(looked_up_model["uri"])
+    with mlflow.start_run(experiment_id=platform.experiment_id("/Shared/test-feature-models")):
+        plain = mlflow.sklearn.log_model(
+            looked_up_model["model"],
+            name="plain",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            pip_requirements=["scikit-learn"],
+        )
+    assert not store.logged_with_lookups(plain.model_uri)
+    # fe.log_model takes a TrainingSet of create_training_set (databricks/feature_engineering/client.py
+    # log_model reads training_set.feature_spec).
+    with pytest.raises(FeatureStoreError, match="needs the training set create_training_set returned"):
+        store.log_model(model=None, name="m", flavor=mlflow.sklearn, training_set=spark.range(1))
+
+
+def _scoring_rows(spark):
+    """Rows to score: v as of each time is 2.0, 1.0, 3.0, none (key 3: default 0), 2.0."""
+    rows = [
+        (1, 1, T(2016, 1, 4, 10, 30), 10.0),
+        (2, 1, T(2016, 1, 4, 10, 29, 59), 20.0),
+        (3, 1, T(2016, 1, 4, 12), 30.0),
+        (4, 3, T(2016, 1, 4, 10), 40.0),
+        (5, 1, T(2016, 1, 4, 11, 59), 50.0),
+    ]
+    return spark.createDataFrame(rows, "id int, key int, t timestamp, x double")
+
+
+def test_score_batch_looks_features_up_as_of_each_row_and_predicts(platform, spark, looked_up_model):
+    """fe.score_batch returns "All columns of df", the feature values retrieved, and a column
+    `prediction` (databricks/feature_engineering/client.py, score_batch); the features are the
+    point-in-time values create_training_set joins."""
+    rows = _scoring_rows(spark)
+    scored = platform.feature_store.score_batch(
+        model_uri=looked_up_model["uri"], df=rows, result_type="double"
+    )
+    assert scored.columns == ["id", "key", "t", "x", "v", "prediction"]
+    frame = scored.toPandas().sort_values("id")
+    assert frame["v"].tolist() == [2.0, 1.0, 3.0, 0.0, 2.0]
+    expected_inputs = rows.toPandas().sort_values("id").assign(v=[2.0, 1.0, 3.0, 0.0, 2.0])
+    expected = looked_up_model["model"].predict(expected_inputs[["key", "t", "x", "v"]])
+    np.testing.assert_allclose(frame["prediction"], expected, rtol=1e-9)
+    np.testing.assert_allclose(frame["prediction"], frame["x"] + 2 * frame["v"], rtol=1e-6)
+
+
+def test_score_batch_uses_a_feature_the_dataframe_already_has(platform, spark, looked_up_model):
+    """ "If a feature is included in df, the provided feature values will be used rather than those
+    stored in feature tables" (databricks/feature_engineering/client.py, score_batch)."""
+    rows = _scoring_rows(spark).withColumn("v", F.lit(100.0))
+    scored = platform.feature_store.score_batch(
+        model_uri=looked_up_model["uri"], df=rows, result_type="double"
+    )
+    assert scored.columns == ["id", "key", "t", "x", "v", "prediction"]
+    frame = scored.toPandas()
+    assert set(frame["v"]) == {100.0}
+    np.testing.assert_allclose(frame["prediction"], frame["x"] + 200.0, rtol=1e-6)
+
+
+def test_score_batch_refuses_rows_without_the_lookup_keys_or_with_a_prediction(
+    platform, spark, looked_up_model
+):
+    """fe.score_batch: df must contain the lookup keys and source columns ("DataFrame is missing
+    required columns") and no column `prediction`
+    (databricks/ml_features/_training_scoring_client/_training_scoring_client.py, score_batch)."""
+    store, uri = platform.feature_store, looked_up_model["uri"]
+    with pytest.raises(FeatureStoreError, match=r"lacks the columns \['key'\]"):
+        store.score_batch(model_uri=uri, df=_scoring_rows(spark).drop("key"), result_type="double")
+    with pytest.raises(FeatureStoreError, match="already has one"):
+        rows = _scoring_rows(spark).withColumn("prediction", F.lit(0.0))
+        store.score_batch(model_uri=uri, df=rows, result_type="double")
+
+
+def test_publish_writes_the_latest_row_per_key_and_republishes(platform, spark):
+    """An online table keeps one row per primary key, the newest by the timestamp key
+    (databricks/sdk/service/database.py, SyncedTableSpec.timeseries_key: "Time series key to
+    deduplicate (tie-break) rows with the same primary key"); a publish merges the table's
+    current rows in (databricks/feature_engineering/client.py, publish_table)."""
+    store, name = platform.feature_store, "test.fs_publish.features"
+    rows = [(1, T(2016, 1, 4, 10), 1.0), (1, T(2016, 1, 4, 12), 3.0), (1, T(2016, 1, 4, 11), 2.0)]
+    store.write_table(name, _features(spark, [*rows, (2, T(2016, 1, 4, 9), None)]), **KEYS)
+    store.publish_table(source_table_name=name, online_store="test-store")
+    table = OnlineTable.open(platform.state_dir, name)
+    assert (table.entity_keys, table.timestamp_key, table.feature_columns) == (("key",), "ts", ("v",))
+    assert table.lookup([(1,), (2,), (3,)]) == [
+        (_micros(T(2016, 1, 4, 12)), (3.0,)),
+        (_micros(T(2016, 1, 4, 9)), (None,)),
+        (None, None),
+    ]
+    store.write_table(name, _features(spark, [(2, T(2016, 1, 4, 13), 7.0)]), **KEYS)
+    store.publish_table(source_table_name=name, online_store="test-store")
+    assert table.reload_if_changed()
+    assert table.lookup([(2,)]) == [(_micros(T(2016, 1, 4, 13)), (7.0,))]
+
+
+def test_publishing_a_missing_table_says_to_run_the_feature_job(platform):
+    with pytest.raises(
+        MissingTableError, match="test.fs_publish.nothing does not exist.*task features of job"
+    ):
+        platform.feature_store.publish_table(source_table_name="test.fs_publish.nothing", online_store="s")
+
+
+def test_the_publish_task_publishes_every_feature_table_of_the_spec(platform, feature_tables, caplog):
+    """Each feature table of the spec gets a snapshot; serving_features=request publishes nothing."""
+    names = list(CHURN.feature_table_names(feature_tables.schema_).values())
+    for name in names:
+        snapshot_path(platform.state_dir, name).unlink(missing_ok=True)
+    arguments = [f"--schema={feature_tables.schema_}", "--online-store=test-store"]
+    with caplog.at_level("INFO", logger="mlops_template.tasks.publish_features"):
+        publish_features.run(
+            platform,
+            build_config(publish_features.PublishFeaturesConfig, [*arguments, "--serving-features=request"]),
+        )
+    assert "nothing to publish" in caplog.text
+    assert not any(snapshot_path(platform.state_dir, name).exists() for name in names)
+    publish_features.run(platform, build_config(publish_features.PublishFeaturesConfig, arguments))
+    for name in names:
+        table = OnlineTable.open(platform.state_dir, name)
+        keys = platform.read_table(name).select(*table.entity_keys).distinct().count()
+        assert len(table) == keys > 0

@@ -10,6 +10,7 @@ https://docs.databricks.com/aws/en/machine-learning/model-serving/create-manage-
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,10 +32,15 @@ from mlops_laptop.monitoring.simulate import (
     answered_rows,
     error_summary,
     experiment_variants,
+    plan_traffic,
     scaled_labels,
     send_traffic,
 )
+from mlops_template.monitoring.config import MonitoringThresholds
+from mlops_template.monitoring.drift import population_stability_index
 from mlops_template.monitoring.unpack import PREDICTION
+from mlops_template.problem.features import DROPOFF_TIME, PICKUP_TIME
+from mlops_template.problem.spec import PROBLEM as TAXI
 from mlops_template.registry.versions import CHALLENGER, CHAMPION
 from regression_spec import PROBLEM as BILL
 
@@ -231,3 +237,72 @@ def test_send_traffic_keeps_each_answers_status_served_entity_and_predictions() 
         Answer(200, "churn_ab-1", [{PREDICTION: 0.9, VARIANT: CHALLENGER}]),
         Answer(400, "churn-3", None),
     ]
+
+
+# --- what the simulator sends for the taxi example ----------------------------------------------
+
+
+def taxi_rows(rows: int, seed: int) -> pd.DataFrame:
+    """Held-out rows as `load_held_out` gives them for the taxi spec: the trip id, every model input
+    in its type (times as pandas datetimes) and the fare."""
+    rng = np.random.default_rng(seed)
+    pickup = pd.Timestamp("2016-02-01") + pd.to_timedelta(rng.integers(0, 28 * 86_400, rows), unit="s")
+    looked_up = {name: rng.uniform(1, 30, rows) for name in TAXI.looked_up_inputs}
+    return pd.DataFrame(
+        {
+            TAXI.row_id: np.arange(rows, dtype="int64"),
+            "trip_distance": rng.gamma(2.0, 1.5, rows),
+            "pickup_zip": rng.integers(10001, 10100, rows),
+            "dropoff_zip": rng.integers(10001, 10100, rows),
+            PICKUP_TIME: pickup,
+            DROPOFF_TIME: pickup + pd.to_timedelta(rng.integers(120, 3_600, rows), unit="s"),
+            **looked_up,
+            TAXI.label: rng.uniform(5, 60, rows),
+        }
+    )
+
+
+def sent_records(plan: list[PlannedRequest]) -> pd.DataFrame:
+    """The rows of the plan's `dataframe_records` requests, as sent."""
+    records = [r for p in plan if p.kind == "dataframe_records" for r in json.loads(p.body)[p.kind]]
+    return pd.DataFrame(records)
+
+
+def test_the_simulator_sends_every_model_input_and_times_as_iso_text() -> None:
+    """Sent features override the endpoint's lookup (docs "Override feature values in online model
+    scoring": https://docs.databricks.com/aws/en/machine-learning/feature-store/automatic-feature-lookup),
+    so a replay of a past period gets the features of its time, not today's online rows. MLflow reads a
+    datetime input's text with `astype("datetime64[ns]")` (mlflow/models/utils.py)."""
+    rows = taxi_rows(400, seed=1)
+    plan = plan_traffic(rows, 120, np.random.default_rng(2), TAXI, drift=False, run_id="sim")
+    sent = sent_records(plan)
+    assert set(sent.columns) == {TAXI.row_id, *TAXI.input_names}
+    assert sent[PICKUP_TIME].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").all()
+    original = rows.set_index(TAXI.row_id).loc[sent[TAXI.row_id]]
+    assert pd.to_datetime(sent[PICKUP_TIME]).tolist() == original[PICKUP_TIME].tolist()
+    np.testing.assert_allclose(sent[TAXI.looked_up_inputs].to_numpy(float), original[TAXI.looked_up_inputs])
+    assert sent["pickup_zip"].map(type).eq(int).all()  # integer zips as JSON integers
+
+
+def test_drifted_taxi_traffic_is_detectable_by_the_monitored_inputs() -> None:
+    """The spec's `drifted` doubles trip distances and moves pickups to the evening: the distance's
+    PSI passes the default threshold; the times themselves are not monitored (not drift columns)."""
+    rows = taxi_rows(2_000, seed=3)
+    clean = sent_records(plan_traffic(rows, 600, np.random.default_rng(4), TAXI, drift=False, run_id="c"))
+    drifted = sent_records(plan_traffic(rows, 600, np.random.default_rng(4), TAXI, drift=True, run_id="d"))
+    threshold = MonitoringThresholds.defaults(TAXI).psi
+    assert PICKUP_TIME not in TAXI.drift_columns and "trip_distance" in TAXI.drift_columns
+    psi = population_stability_index(
+        rows["trip_distance"].to_numpy(), drifted["trip_distance"].to_numpy(), 10
+    )
+    assert psi > threshold
+    assert (
+        population_stability_index(rows["trip_distance"].to_numpy(), clean["trip_distance"].to_numpy(), 10)
+        < 0.1
+    )
+    pickup, dropoff = pd.to_datetime(drifted[PICKUP_TIME]), pd.to_datetime(drifted[DROPOFF_TIME])
+    assert pickup.dt.hour.between(16, 23).all()
+    original = rows.set_index(TAXI.row_id).loc[drifted[TAXI.row_id]]
+    assert (
+        (dropoff - pickup).to_numpy() == (original[DROPOFF_TIME] - original[PICKUP_TIME]).to_numpy()
+    ).all()

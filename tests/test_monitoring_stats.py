@@ -3,6 +3,7 @@ request parsing, for the churn classification spec and its regression flavour (t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -28,6 +29,7 @@ from mlops_template.monitoring.metrics import METRICS_SCHEMA, WINDOW_LEVEL, drif
 from mlops_template.monitoring.report import format_report
 from mlops_template.monitoring.tables import granularity_length
 from mlops_template.monitoring.unpack import ServedColumns, exchange_rows, parse_request, parse_response
+from mlops_template.problem_spec import ModelInput
 from regression_spec import PROBLEM as BILL
 
 RNG = np.random.default_rng(3)
@@ -98,7 +100,7 @@ def test_thresholds_from_json_override_defaults_and_name_bad_keys() -> None:
 def test_quality_thresholds_default_to_the_spec_and_are_named_apart_from_the_gate() -> None:
     """`max_rmse` is the gate's (held-out rows, before promotion); monitoring's is `quality_max_rmse`."""
     assert MonitoringThresholds.defaults(BILL).quality == dict(BILL.quality_thresholds)
-    assert MonitoringThresholds.defaults(BILL).features == BILL.input_names
+    assert MonitoringThresholds.defaults(BILL).features == BILL.drift_columns
     overridden = MonitoringThresholds.from_json('{"quality_max_rmse": 3.5, "quality_min_r2": 0.5}', BILL)
     assert overridden.quality == {"max_rmse": 3.5, "min_r2": 0.5}
     logged = overridden.model_dump()
@@ -146,7 +148,7 @@ def test_a_regression_window_gets_rmse_mae_and_r2() -> None:
 def test_prediction_drift_compares_probabilities_with_the_champions_not_with_labels() -> None:
     """A healthy classifier's probabilities are nothing like 0 / 1 labels: compared with the
     baseline's labels they would raise a drift alarm (and a retrain) on every window."""
-    inputs = {name: RNG.normal(size=4_000) for name in CHURN.input_names if name != "plan"}
+    inputs = {name: RNG.normal(size=4_000) for name in CHURN.drift_columns if name != "plan"}
     scores = RNG.normal(size=4_000)
     champion = 1 / (1 + np.exp(-scores))
     baseline = pd.DataFrame(
@@ -177,8 +179,8 @@ def window_metrics(
         "mae": 1.5,
     }
     values = [(name, WINDOW_LEVEL, value) for name, value in level.items()]
-    values += [("psi", name, psi) for name in [*spec.input_names, "prediction"]]
-    values += [("ks", name, psi / 2) for name in [*spec.input_names, "prediction"]]
+    values += [("psi", name, psi) for name in [*spec.drift_columns, "prediction"]]
+    values += [("ks", name, psi / 2) for name in [*spec.drift_columns, "prediction"]]
     end = start + dt.timedelta(hours=1)
     return [("1 hour", start, end, metric, column, value, end) for metric, column, value in values]
 
@@ -260,12 +262,20 @@ def test_report_lists_windows_the_task_types_metrics_drifted_inputs_and_the_verd
 # --- requests and responses -------------------------------------------------------------------------
 
 
+def _values(model_input: ModelInput, rows: int) -> np.ndarray | pd.Series:
+    """Random values of one input's type: plans, customer ids, times (to the microsecond), numbers."""
+    if model_input.type == "string":
+        return RNG.choice(["basic", "premium"], rows)
+    if model_input.type in ("long", "integer"):
+        return RNG.integers(1, 300, rows)
+    if model_input.type == "datetime":
+        return pd.Series(T0 + pd.to_timedelta(RNG.integers(0, 10**12, rows), unit="us"))
+    return RNG.uniform(1, 20, rows)
+
+
 def inputs(rows: int = 2, spec=BILL) -> pd.DataFrame:
     """Rows to send: the row id (the first a big int64), the inputs, the label; one input missing."""
-    values = {
-        i.name: RNG.choice(["basic", "premium"], rows) if i.type == "string" else RNG.uniform(1, 20, rows)
-        for i in spec.model_inputs
-    }
+    values = {i.name: _values(i, rows) for i in spec.model_inputs}
     last = spec.input_names[-1]
     values[last][0] = None if spec.model_inputs[-1].type == "string" else np.nan
     return pd.DataFrame({spec.row_id: [BIG_ROW_ID, *range(1, rows)], **values, spec.label: 1.0})
@@ -298,6 +308,8 @@ def test_each_request_format_parses_to_the_sent_rows(request_format: str) -> Non
     assert rows[0][BILL.input_names[-1]] is None
     assert rows[1]["minutes"] == pytest.approx(sent["minutes"][1])
     assert rows[1]["plan"] == sent["plan"][1]  # a string input stays text
+    assert [row["event_ts"] for row in rows] == sent["event_ts"].tolist()  # ISO text -> the same time
+    assert [row["customer_id"] for row in rows] == sent["customer_id"].tolist()
     assert len(frame_) == 3
 
 
@@ -348,6 +360,76 @@ def test_unreadable_requests_and_responses_never_raise() -> None:
     ]
 
 
+def lookup_record(columns: list[str], data: list[list], defaulted: list[list[str]] | None) -> dict:
+    """The endpoint's record of its feature lookup in the logged response (the local endpoint's shape;
+    Databricks saves the augmented DataFrame to the inference table only with ENABLE_FEATURE_TRACING=true:
+    https://docs.databricks.com/aws/en/machine-learning/feature-store/automatic-feature-lookup)."""
+    record = {"columns": columns, "data": data} | ({"defaulted": defaulted} if defaulted is not None else {})
+    return {"databricks_output": {"feature_lookup": record}}
+
+
+def test_each_input_comes_from_the_request_else_from_the_lookup_the_endpoint_logged() -> None:
+    """A non-null sent value wins over the lookup, as on Databricks (docs "Override feature values in
+    online model scoring": https://docs.databricks.com/aws/en/machine-learning/feature-store/automatic-feature-lookup;
+    training side: `join_feature_data_if_not_overridden` in databricks/ml_features/entities/
+    training_set.py). Sent values are never listed as defaulted."""
+    sent = inputs(3, BILL).assign(events_7d=[np.nan, 5.0, 4.0], mean_minutes_7d=[np.nan, np.nan, 6.5])
+    body = request_body(sent, "dataframe_records", "c-1", BILL)
+    traced = lookup_record(
+        ["events_7d", "mean_minutes_7d"],
+        [[3.0, 12.5], [0.0, None], [2.0, 7.0]],
+        [[], ["events_7d", "mean_minutes_7d"], []],
+    )
+    rows = exchange_rows(exchange(body, {"predictions": [1.0, 2.0, 3.0]} | traced), ServedColumns.of(BILL))
+    assert [(row["events_7d"], row["mean_minutes_7d"]) for row in rows] == [
+        (3.0, 12.5),
+        (5.0, None),
+        (4.0, 6.5),
+    ]
+    assert [row["feature_source"] for row in rows] == ["online", "online", "request"]
+    assert [row["defaulted_features"] for row in rows] == [[], ["mean_minutes_7d"], []]
+    assert rows[0]["minutes"] == pytest.approx(sent["minutes"][0])  # request inputs as sent
+
+
+def test_rows_whose_features_are_neither_sent_nor_logged_are_left_to_the_offline_lookup() -> None:
+    sent = inputs(2, BILL).assign(events_7d=np.nan)
+    body = request_body(sent, "inputs", "c-1", BILL)
+    columns = ServedColumns.of(BILL)
+    untraced = exchange_rows(exchange(body, {"predictions": [1.0, 2.0]}), columns)
+    assert [(row["feature_source"], row["defaulted_features"]) for row in untraced] == [("offline", None)] * 2
+    short = lookup_record(["events_7d"], [[1.0]], [[]])  # one row logged for two: which is whose?
+    mismatched = exchange_rows(exchange(body, {"predictions": [1.0, 2.0]} | short), columns)
+    assert [row["feature_source"] for row in mismatched] == ["offline", "offline"]
+    unlisted = lookup_record(["events_7d", "mean_minutes_7d"], [[1.0, 2.0], [3.0, 4.0]], None)
+    rows = exchange_rows(exchange(body, {"predictions": [1.0, 2.0]} | unlisted), columns)
+    assert [(row["events_7d"], row["defaulted_features"]) for row in rows] == [(1.0, None), (3.0, None)]
+    every = request_body(inputs(2, BILL).assign(mean_minutes_7d=[1.0, 2.0]), "inputs", "c", BILL)
+    complete = exchange_rows(exchange(every, {"predictions": [1.0, 2.0]}), columns)
+    assert [(row["feature_source"], row["defaulted_features"]) for row in complete] == [("request", [])] * 2
+
+
+def test_datetime_inputs_are_read_from_iso_text_as_naive_utc() -> None:
+    """MLflow converts a datetime input's text with `astype("datetime64[ns]")` and refuses an offset
+    (mlflow/models/utils.py `_enforce_mlflow_datatype`); a time with an offset is read in UTC here."""
+    records = [
+        {"event_ts": "2024-05-01T10:07:00.123456"},
+        {"event_ts": "2024-05-01 12:07:00+02:00"},
+        {"event_ts": "soon"},
+        {"event_ts": 1714558020},
+        {"event_ts": None},
+    ]
+    body = {"dataframe_records": [r | {"event_id": i, "customer_id": 3} for i, r in enumerate(records)]}
+    rows = exchange_rows(exchange(body, {"predictions": [1.0] * 5}), ServedColumns.of(BILL))
+    assert [row["event_ts"] for row in rows] == [
+        pd.Timestamp("2024-05-01 10:07:00.123456"),
+        pd.Timestamp("2024-05-01 10:07:00"),
+        None,
+        None,
+        None,
+    ]
+    assert rows[0]["event_ts"].tzinfo is None
+
+
 # --- the traffic simulator's requests ----------------------------------------------------------------
 
 
@@ -382,11 +464,17 @@ def test_planned_traffic_mixes_formats_some_malformed_and_keeps_the_labels() -> 
 
 
 def test_malformed_requests_are_built_from_the_spec_inputs() -> None:
-    """A text where the first numeric input is expected, a missing first input: for any spec."""
-    rows = inputs(2, CHURN)
+    """A text where the first numeric input is expected, a missing request input: for any spec. A
+    looked-up input left out is no mistake: a model logged with its feature lookups takes them as
+    optional inputs (databricks/ml_features/utils/signature_utils.py marks features optional)."""
+    features_first = dataclasses.replace(
+        CHURN,
+        model_inputs=tuple(sorted(CHURN.model_inputs, key=lambda i: i.name not in CHURN.looked_up_inputs)),
+    )
+    rows = inputs(2, features_first)
     bad = json.loads(malformed_body(rows, "bad_value", "c", CHURN))["dataframe_records"]
-    assert {record["minutes"] for record in bad} == {"not a number"}  # `plan` is a string input
-    missing = json.loads(malformed_body(rows, "missing_input", "c", CHURN))["dataframe_records"]
-    assert all("plan" not in record and "minutes" in record for record in missing)
+    assert {record["customer_id"] for record in bad} == {"not a number"}  # not the time, not the text
+    missing = json.loads(malformed_body(rows, "missing_input", "c", features_first))["dataframe_records"]
+    assert all("customer_id" not in record and "events_7d" in record for record in missing)
     with pytest.raises(TrafficError, match="no drift_inputs"):
         plan_traffic(rows, 5, np.random.default_rng(1), CHURN, drift=True, run_id="sim")

@@ -269,6 +269,18 @@ def test_the_monitors_problem_type_and_columns_follow_the_problem_spec(platform,
     assert (recorded["prediction_col"], recorded["label_col"]) == ("predicted_label", "churned")
 
 
+# Every model input of the regression spec: the unpack task needs no feature table for this row.
+SENT = {
+    "customer_id": 7,
+    "event_ts": "2024-05-01T09:30:00",
+    "plan": "basic",
+    "minutes": 2.0,
+    "support_tickets": 1.0,
+    "events_7d": 3.0,
+    "mean_minutes_7d": 4.5,
+}
+
+
 def _payload(spark, served_entity_id: str):
     record = InferenceRecord(
         databricks_request_id=str(uuid.uuid4()),
@@ -276,7 +288,7 @@ def _payload(spark, served_entity_id: str):
         request_time=dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC),
         status_code=200,
         execution_duration_ms=5,
-        request=json.dumps({"dataframe_records": [{"plan": "basic", "minutes": 2.0}]}),
+        request=json.dumps({"dataframe_records": [SENT]}),
         response=json.dumps({"predictions": [11.0]}),
         served_entity_id=served_entity_id,
         requester="local",

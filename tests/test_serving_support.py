@@ -180,9 +180,10 @@ def local_endpoint(
     table_flush_seconds: float = 60.0,
     rng: random.Random | None = None,
 ) -> Endpoint:
-    """The data plane of `config` alone (no control plane): its models loaded, its table writer."""
+    """The data plane of `config` alone (no control plane): its models loaded (their lookups
+    reading the online snapshots of `state_dir`), its table writer."""
     models = {
-        entity.name: ServedModel.load(config.name, entity, batching or BatchSettings())
+        entity.name: ServedModel.load(config.name, entity, batching or BatchSettings(), state_dir)
         for entity in config.served_entities
     }
     table = config.inference_table
@@ -225,8 +226,10 @@ def logged_endpoint(
     challenger: str | None = None,
     challenger_percent: int = 0,
     sticky_ab: StickyABSpec | None = None,
+    environment_vars: dict[str, str] | None = None,
 ) -> EndpointConfig:
-    """A small endpoint spec with its inference table on, in the model's own schema."""
+    """A small endpoint spec with its inference table on, in the model's own schema; its served
+    entities get `environment_vars`."""
     catalog, schema, _ = model.split(".")
     return endpoint_config(
         endpoint_name=name,
@@ -241,4 +244,5 @@ def logged_endpoint(
         ),
         git_sha="test",
         sticky_ab=sticky_ab,
+        environment_vars=environment_vars,
     )

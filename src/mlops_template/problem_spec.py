@@ -48,7 +48,7 @@ HIGHER_IS_BETTER = frozenset({"r2", "roc_auc", "accuracy"})
 
 
 # MLflow column types a model input may have (mlflow.types.DataType names).
-InputType = Literal["double", "long", "integer", "boolean", "string"]
+InputType = Literal["double", "long", "integer", "boolean", "string", "datetime"]
 
 
 @dataclass(frozen=True)
@@ -88,15 +88,14 @@ class ProblemSpec:
     event_timestamp: str
     entity_keys: tuple[str, ...]
     label: str  # binary classification: 0 / 1, the model predicts the probability of 1
-    # Features: tables computed from the prepared rows, the columns derived from each row
-    # before the lookups (inputs and lookup times), and the lookups themselves, given the full
-    # name of each feature table by its `name`.
+    # Features: tables computed from the prepared rows, and the lookups, given the full name of
+    # each feature table by its `name`. Lookups key on request inputs (columns of the prepared
+    # rows a client sends) and name their features; their outputs are the looked-up model inputs.
     feature_tables: tuple[FeatureTable, ...]
-    add_lookup_inputs: Callable[[DataFrame], DataFrame]
     feature_lookups: Callable[[Mapping[str, str]], list[FeatureLookup]]
-    lookup_helper_columns: tuple[str, ...]  # derived for the lookups only, never model inputs
-    # Model: its input contract, hyper-parameters (a pydantic model whose defaults are the
-    # problem's) and the factory of an unfitted scikit-learn estimator taking exactly those inputs.
+    # Model: its input contract (the request inputs, then the looked-up features), hyper-parameters
+    # (a pydantic model whose defaults are the problem's) and the factory of an unfitted
+    # scikit-learn estimator taking exactly those inputs.
     model_inputs: tuple[ModelInput, ...]
     model_params: type[BaseModel]
     build_model: Callable[[Any], Any]
@@ -112,7 +111,8 @@ class ProblemSpec:
     # Tables of the pipeline's schema written by the generic tasks.
     prepared_table: str = "source_clean"
     predictions_table: str = "predictions"
-    # Monitoring: inputs compared with the baseline for drift (default: every model input), and
+    # Monitoring: inputs compared with the baseline for drift (default: every model input but
+    # timestamps), and
     # the default quality limits on labelled served rows per window, named like the gate's
     # (`max_rmse`, `min_roc_auc`, ...); the job's `quality_max_<metric>` thresholds override them.
     monitored_inputs: tuple[str, ...] = ()
@@ -142,12 +142,21 @@ class ProblemSpec:
         ]
         if unknown := [name for name in self.monitored_inputs if name not in self.input_names]:
             problems.append(f"monitored_inputs {unknown} are not model inputs {self.input_names}")
+        times = [
+            i.name for i in self.model_inputs if i.type == "datetime" and i.name in self.monitored_inputs
+        ]
+        if times:
+            problems.append(
+                f"monitored_inputs {times} are timestamps: absolute times always drift; monitor what the "
+                "model derives from them instead"
+            )
         if not 0 < self.classification_threshold < 1:
             problems.append(f"classification_threshold {self.classification_threshold} is not in (0, 1)")
         if self.sample_table is not None and self.sample_source is None:
             problems.append(f"sample_table {self.sample_table!r} needs a sample_source to generate it")
         if len(set(self.input_names)) != len(self.input_names):
             problems.append(f"model_inputs repeat a name: {self.input_names}")
+        problems += self._lookup_problems()
         if problems:
             raise ProblemSpecError(f"problem spec {self.name!r}: {'; '.join(problems)}")
 
@@ -169,8 +178,45 @@ class ProblemSpec:
         return [model_input.name for model_input in self.model_inputs]
 
     @property
+    def looked_up_inputs(self) -> list[str]:
+        """The model inputs the feature lookups produce (a client may send them to override)."""
+        lookups = self.feature_lookups({table.name: table.name for table in self.feature_tables})
+        return [lookup._get_output_name(name) for lookup in lookups for name in lookup.feature_names or ()]
+
+    @property
+    def request_inputs(self) -> tuple[ModelInput, ...]:
+        """The model inputs a client sends: every model input the lookups do not produce."""
+        looked_up = set(self.looked_up_inputs)
+        return tuple(model_input for model_input in self.model_inputs if model_input.name not in looked_up)
+
+    @property
+    def request_input_names(self) -> list[str]:
+        return [model_input.name for model_input in self.request_inputs]
+
+    @property
     def drift_columns(self) -> list[str]:
-        return list(self.monitored_inputs) or self.input_names
+        """The monitored inputs, by default every model input that is not a timestamp."""
+        return list(self.monitored_inputs) or [i.name for i in self.model_inputs if i.type != "datetime"]
+
+    def _lookup_problems(self) -> list[str]:
+        """Lookups name their features, output model inputs and key on request inputs."""
+        lookups = self.feature_lookups({table.name: table.name for table in self.feature_tables})
+        if unnamed := [lookup.table_name for lookup in lookups if not lookup.feature_names]:
+            return [f"the lookups of {unnamed} must list feature_names (the model's inputs)"]
+        problems = []
+        outputs = self.looked_up_inputs
+        if unknown := [name for name in outputs if name not in self.input_names]:
+            problems.append(f"looked-up features {unknown} are not model_inputs {self.input_names}")
+        requested = set(self.input_names) - set(outputs)
+        for lookup in lookups:
+            keys = [lookup.lookup_key] if isinstance(lookup.lookup_key, str) else list(lookup.lookup_key)
+            keys += [lookup.timestamp_lookup_key] if lookup.timestamp_lookup_key else []
+            if missing := [key for key in keys if key not in requested]:
+                problems.append(
+                    f"the lookup of {lookup.table_name} keys on {missing}, which are not request inputs "
+                    "(model inputs a client sends)"
+                )
+        return problems
 
     def table(self, schema: str, name: str) -> str:
         """The full name of a pipeline table, `schema` being `catalog.schema`."""

@@ -39,7 +39,6 @@ SOURCE_COLUMNS = {
 ACTIVITY_TABLE = "customer_activity"
 ACTIVITY_WINDOW = dt.timedelta(days=7)
 ACTIVITY_FEATURES = ["events_7d", "mean_minutes_7d"]
-LOOKUP_TIME = "event_day"
 SAMPLE_TABLE = "samples.churn.customer_events"  # generated locally from generate_events on first read
 _MODULUS = 2_147_483_629
 
@@ -118,17 +117,13 @@ def customer_activity(events: DataFrame, start: dt.datetime | None, end: dt.date
     return features
 
 
-def add_lookup_inputs(events: DataFrame) -> DataFrame:
-    """The event's day (floored): activity rows at it hold only earlier days' events."""
-    return events.withColumn(LOOKUP_TIME, F.date_trunc("day", "event_ts"))
-
-
 def feature_lookups(tables: Mapping[str, str]) -> list[FeatureLookup]:
     return [
         FeatureLookup(
             table_name=tables[ACTIVITY_TABLE],
             lookup_key=["customer_id"],
-            timestamp_lookup_key=LOOKUP_TIME,
+            # Activity rows end at midnight: the latest at or before the event holds earlier days.
+            timestamp_lookup_key="event_ts",
             feature_names=ACTIVITY_FEATURES,
             lookback_window=dt.timedelta(days=1),
         )
@@ -174,10 +169,17 @@ PROBLEM = ProblemSpec(
             compute=customer_activity,
         ),
     ),
-    add_lookup_inputs=add_lookup_inputs,
     feature_lookups=feature_lookups,
-    lookup_helper_columns=(LOOKUP_TIME,),
-    model_inputs=(ModelInput("plan", "string"), *(ModelInput(name) for name in NUMERIC_INPUTS)),
+    # The lookup keys are request inputs the model ignores (its column transformer drops them).
+    model_inputs=(
+        ModelInput("customer_id", "long"),
+        ModelInput("event_ts", "datetime"),
+        ModelInput("plan", "string"),
+        ModelInput("minutes", "double"),
+        ModelInput("support_tickets", "integer"),
+        *(ModelInput(name) for name in ACTIVITY_FEATURES),
+    ),
+    monitored_inputs=("plan", *NUMERIC_INPUTS),
     model_params=LogisticParams,
     build_model=build_model,
     primary_metric="roc_auc",

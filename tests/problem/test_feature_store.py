@@ -11,14 +11,13 @@ import pytest
 from databricks.feature_engineering import FeatureLookup
 from pyspark.sql import functions as F
 
-from mlops_template.problem.data import generate_trips
+from mlops_template.problem.data import clean_trips, generate_trips
 from mlops_template.problem.features import (
-    DROPOFF_LOOKUP_TIME,
     LABEL,
     MODEL_INPUT_COLUMNS,
     PICKUP_FEATURES,
-    PICKUP_LOOKUP_TIME,
-    add_trip_inputs,
+    PICKUP_LOOKBACK,
+    PICKUP_TIME,
     pickup_features,
 )
 from mlops_template.problem.spec import PROBLEM
@@ -33,7 +32,7 @@ KEYS = {"primary_keys": ["zip", "ts"], "timestamp_key": "ts", "description": "te
 @pytest.fixture(scope="module")
 def feature_tables(platform, spark):
     """Generated trips as the prepared table and the features task run over them."""
-    platform.save_table(generate_trips(spark, rows=3_000, seed=11), "test.fs_e2e.trips_clean")
+    platform.save_table(clean_trips(generate_trips(spark, rows=3_000, seed=11)), "test.fs_e2e.trips_clean")
     config = build_config(FeaturesConfig, ["--schema=test.fs_e2e", "--start=", "--end="])
     run(platform, config)
     return config
@@ -55,9 +54,8 @@ def test_the_training_set_joins_features_as_of_each_trip(platform, feature_table
     training = build_training_set(platform, PROBLEM, trips, "test.fs_e2e")
     assert {*MODEL_INPUT_COLUMNS, LABEL} <= set(training.columns)
     assert training.columns[-1] == LABEL
-    assert not {PICKUP_LOOKUP_TIME, DROPOFF_LOOKUP_TIME} & set(training.columns)
     pdf = training.toPandas()
-    assert len(pdf) == 3_000
+    assert len(pdf) == trips.count() > 2_500
     # Recompute each trip's pickup window from the trips strictly before its lookup time.
     by_zip = dict(iter(trips.toPandas().groupby("pickup_zip")))
     expected = []
@@ -73,10 +71,12 @@ def test_the_training_set_joins_features_as_of_each_trip(platform, feature_table
     for (_, row), fares in zip(pdf.iterrows(), expected, strict=True):
         if len(fares):
             assert row[count] == len(fares) and row[mean_fare] == pytest.approx(fares.mean())
+    # A zip without trips in the hour before gets the lookup's default count, 0, never null.
+    assert pdf[count].notna().all() and (pdf[count] == 0).sum() > 0
 
 
 def test_no_joined_feature_row_is_later_than_the_lookup_time(platform, feature_tables):
-    trips = add_trip_inputs(platform.read_table("test.fs_e2e.trips_clean"))
+    trips = platform.read_table("test.fs_e2e.trips_clean")
     with_ts = pickup_features(platform.read_table("test.fs_e2e.trips_clean")).withColumn(
         "window_end", F.col("ts")
     )
@@ -84,16 +84,15 @@ def test_no_joined_feature_row_is_later_than_the_lookup_time(platform, feature_t
     lookup = FeatureLookup(
         "test.fs_e2e.pickup_with_ts",
         ["pickup_zip"],
-        timestamp_lookup_key=PICKUP_LOOKUP_TIME,
+        timestamp_lookup_key=PICKUP_TIME,
         feature_names=["window_end"],
-        lookback_window=dt.timedelta(hours=1),
+        lookback_window=PICKUP_LOOKBACK,
     )
     joined = platform.feature_store.create_training_set(trips, [lookup], label=LABEL).load_df()
     assert joined.count() == trips.count()
     matched = joined.where(F.col("window_end").isNotNull())
     assert matched.count() > 100
-    assert matched.where(F.col("window_end") > F.col(PICKUP_LOOKUP_TIME)).count() == 0
-    assert (
-        matched.where(F.col("window_end") < F.col(PICKUP_LOOKUP_TIME) - F.expr("INTERVAL 1 HOUR")).count()
-        == 0
-    )
+    assert matched.where(F.col("window_end") > F.col(PICKUP_TIME)).count() == 0
+    # The lookback reaches the row a grid step before the last window's end, never further.
+    oldest = F.col(PICKUP_TIME) - F.expr("INTERVAL 1 HOUR 15 MINUTES")
+    assert matched.where(F.col("window_end") <= oldest).count() == 0

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
 from mlops_template.problem.features import (
     DROPOFF_FEATURES,
-    DROPOFF_LOOKUP_TIME,
     PICKUP_FEATURES,
-    PICKUP_LOOKUP_TIME,
-    add_trip_inputs,
     dropoff_features,
     pickup_features,
 )
+from mlops_template.problem.trip_time import TripInputs
 
 T = dt.datetime  # the session time zone is UTC, so naive datetimes read as they print
 
@@ -51,25 +50,39 @@ def pickups(spark):
     )
 
 
-def test_trip_inputs_floor_the_lookup_times(spark):
+def test_the_model_derives_the_pickup_hour_and_weekday_like_spark():
+    """The hour and weekday the model computes from a request's pickup time are Spark's `hour` and
+    `dayofweek` (1 = Sunday) in the UTC session time zone, aware timestamps converted to UTC."""
+    frame = pd.DataFrame(
+        {
+            "trip_distance": [1.5, 2.0, 3.0],
+            "tpep_pickup_datetime": pd.to_datetime(
+                ["2016-01-03 23:59:59", "2016-01-04 00:00:00", "2016-01-09 10:30:00"]
+            ),
+        }
+    )
+    derived = TripInputs(numeric=("trip_distance",), pickup_time="tpep_pickup_datetime").transform(frame)
+    assert derived.columns.tolist() == ["trip_distance", "pickup_hour", "pickup_weekday"]
+    assert derived[["pickup_hour", "pickup_weekday"]].values.tolist() == [[23, 1], [0, 2], [10, 7]]
+    aware = frame.assign(tpep_pickup_datetime=pd.to_datetime(["2016-01-04T01:00:00+02:00"] * 3))
+    assert (
+        TripInputs(numeric=(), pickup_time="tpep_pickup_datetime").transform(aware)["pickup_hour"].tolist()
+        == [23.0] * 3
+    )
+
+
+def test_spark_and_the_model_agree_on_hour_and_weekday(spark):
+    """Training data reaches the model through Spark's toPandas: same hours and weekdays as Spark's."""
     trips = _trips(spark, [(T(2016, 1, 3, 23, 59, 59), T(2016, 1, 4, 0, 30), 9.0, 10001, 10002)])
-    row = add_trip_inputs(trips).collect()[0]
-    assert (row["pickup_hour"], row["pickup_weekday"]) == (23, 1)  # 2016-01-03 is a Sunday
-    assert row[PICKUP_LOOKUP_TIME] == T(2016, 1, 3, 23, 45)
-    assert row[DROPOFF_LOOKUP_TIME] == T(2016, 1, 4, 0, 30)
-    early = add_trip_inputs(
-        _trips(spark, [(T(2016, 1, 4, 10, 14, 59), T(2016, 1, 4, 10, 29, 59), 9.0, 1, 2)])
-    )
-    assert early.select(PICKUP_LOOKUP_TIME, DROPOFF_LOOKUP_TIME).first() == (
-        T(2016, 1, 4, 10),
-        T(2016, 1, 4, 10),
-    )
+    expected = trips.select(F.hour("tpep_pickup_datetime"), F.dayofweek("tpep_pickup_datetime")).first()
+    derived = TripInputs(numeric=(), pickup_time="tpep_pickup_datetime").transform(trips.toPandas())
+    assert tuple(derived.iloc[0]) == tuple(float(value) for value in expected)
 
 
 def test_pickup_features_are_hourly_means_and_counts_every_quarter_hour(pickups):
     features = pickup_features(pickups)
     assert features.columns == ["zip", "ts", *PICKUP_FEATURES]
-    assert [f.dataType.simpleString() for f in features.schema] == ["int", "timestamp", "double", "int"]
+    assert [f.dataType.simpleString() for f in features.schema] == ["bigint", "timestamp", "double", "bigint"]
     assert _by_ts(features, 10001) == {
         T(2016, 1, 4, 10, 15): (10.0, 1),
         T(2016, 1, 4, 10, 30): (15.0, 2),

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
+import requests
 import typer
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
@@ -18,6 +20,7 @@ from typer.testing import CliRunner
 from mlops_laptop.bundle.loader import load_bundle
 from mlops_laptop.bundle.runner import LocalJobRunner, TaskStatus
 from mlops_laptop.monitoring.cli import simulate_traffic
+from mlops_laptop.monitoring.simulate import load_held_out, request_body
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.serving.app import create_app
 from mlops_laptop.serving.control_plane import ServingSettings
@@ -26,8 +29,16 @@ from mlops_laptop.serving.server import LocalServer
 from mlops_template.monitoring.metrics import metrics_frame, window_table
 from mlops_template.monitoring.tables import MonitoringTables
 from mlops_template.monitoring.tracking import FIGURE_PATH
+from mlops_template.problem.spec import PROBLEM
 from mlops_template.registry.versions import get_aliases, promote
-from mlops_template.tasks import features, monitor_drift, monitor_unpack, prepare_data, train
+from mlops_template.tasks import (
+    features,
+    monitor_drift,
+    monitor_unpack,
+    prepare_data,
+    publish_features,
+    train,
+)
 from mlops_template.tasks.common import build_config
 from mlops_template.tasks.deploy import DeployConfig
 from mlops_template.tasks.deploy import run as deploy
@@ -37,6 +48,8 @@ SCHEMA = "monitoring_e2e"
 MODEL = f"test.{SCHEMA}.fare_model"
 EXPERIMENT = "/Shared/test-monitoring"
 SCENARIOS = {"clean": False, "drifted": True}  # inference-table prefix -> --drift
+KEYS_ONLY = "keys"  # the prefix of an endpoint sent request inputs only: the features are looked up
+KEYS_ONLY_ROWS = 12
 REQUESTS = 90
 # One day windows (a run spans seconds); small windows judged; the latest window decides.
 GRANULARITY = "1 day"
@@ -90,6 +103,13 @@ def champion(platform: LocalPlatform) -> Iterator[None]:
         run_task(platform, features, features.FeaturesConfig, schema=schema)
         run_task(
             platform,
+            publish_features,
+            publish_features.PublishFeaturesConfig,
+            schema=schema,
+            online_store="monitoring-e2e",
+        )
+        run_task(
+            platform,
             train,
             train.TrainConfig,
             schema=schema,
@@ -105,8 +125,9 @@ def champion(platform: LocalPlatform) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def traffic(platform: LocalPlatform, champion: None) -> dict[str, str]:
-    """Both endpoints deployed and served; `mlops simulate-traffic` output per scenario."""
-    for prefix in SCENARIOS:
+    """The endpoints deployed and served; `mlops simulate-traffic` output per scenario, and
+    KEYS_ONLY_ROWS keys-only trips sent to the KEYS_ONLY endpoint."""
+    for prefix in [*SCENARIOS, KEYS_ONLY]:
         argv = [
             f"--model-name={MODEL}",
             f"--endpoint-name=fares-{prefix}",
@@ -138,9 +159,31 @@ def traffic(platform: LocalPlatform, champion: None) -> dict[str, str]:
                 result = CliRunner().invoke(app, args + (["--drift"] if drift else []))
                 assert result.exit_code == 0, result.output
                 outputs[prefix] = result.output
+            send_keys_only(platform, server.url)
     finally:
         lock.release()
     return outputs
+
+
+def send_keys_only(platform: LocalPlatform, url: str) -> None:
+    """Held-out trips with their request inputs only, each picked up a minute after the latest
+    published pickup row of its zip: the endpoint looks their features up (the pickup ones found,
+    the dropoff ones maybe defaulted) and logs the lookup."""
+    latest = platform.read_table(f"test.{SCHEMA}.pickup_features").groupBy("zip").agg(F.max("ts"))
+    published = dict(latest.collect())
+    trips = load_held_out(platform.state_dir, PROBLEM, platform.sample_rows)
+    trips = trips[trips["pickup_zip"].isin(published)].head(KEYS_ONLY_ROWS)
+    pickup = trips["pickup_zip"].map(published) + pd.Timedelta(minutes=1)
+    duration = trips["tpep_dropoff_datetime"] - trips["tpep_pickup_datetime"]
+    trips = trips.assign(tpep_pickup_datetime=pickup, tpep_dropoff_datetime=pickup + duration)
+    body = request_body(trips, "dataframe_records", "keys-only", PROBLEM)
+    body["dataframe_records"] = [
+        {name: value for name, value in record.items() if name not in PROBLEM.looked_up_inputs}
+        for record in body["dataframe_records"]
+    ]
+    answer = requests.post(f"{url}/serving-endpoints/fares-{KEYS_ONLY}/invocations", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()) == {"predictions"}  # the lookup is logged, never sent to the client
 
 
 def unpack(platform: LocalPlatform, prefix: str) -> None:
@@ -153,6 +196,7 @@ def unpack(platform: LocalPlatform, prefix: str) -> None:
         payload_table=names.payload,
         monitoring_table=names.monitoring,
         ground_truth_table=names.ground_truth,
+        schema=f"test.{SCHEMA}",
     )
 
 
@@ -190,6 +234,33 @@ def test_the_simulator_sent_every_format_and_recorded_the_labels(platform, traff
     simulated = answered.count()  # the endpoint's input-example check is not traffic: never logged
     assert answered.where(F.col("trip_id").isNotNull()).count() == simulated
     assert answered.where(F.col("fare_amount").isNotNull()).count() == simulated
+    # The simulator sends every model input (times as ISO text): no feature comes from a lookup.
+    sources = answered.groupBy("feature_source", F.size("defaulted_features").alias("defaulted")).count()
+    assert [(row[0], row[1]) for row in sources.collect()] == [("request", 0)]
+    assert answered.where(F.col("tpep_pickup_datetime").isNull()).count() == 0
+    drifted = platform.read_table(tables("drifted").monitoring).where(F.col("status_code") == 200)
+    hours = {row[0] for row in drifted.select(F.hour("tpep_pickup_datetime")).distinct().collect()}
+    assert hours <= set(range(16, 24))  # the spec's drift: every trip in the evening
+
+
+def test_keys_only_rows_get_the_features_the_endpoint_looked_up(platform, traffic):
+    """The endpoint's logged lookup (ENABLE_FEATURE_TRACING=true, which the deploy task sets:
+    https://docs.databricks.com/aws/en/machine-learning/feature-store/automatic-feature-lookup) gives
+    the unpacked rows their features, and says which were defaulted (the counts' default is 0)."""
+    unpack(platform, KEYS_ONLY)
+    rows = platform.read_table(tables(KEYS_ONLY).monitoring).where(F.col("status_code") == 200).toPandas()
+    assert len(rows) == KEYS_ONLY_ROWS
+    assert set(rows["feature_source"]) == {"online"}
+    defaulted = [set(names) for names in rows["defaulted_features"]]
+    assert all(names <= set(PROBLEM.looked_up_inputs) for names in defaulted)
+    pickup = {"mean_fare_window_1h_pickup_zip", "count_trips_window_1h_pickup_zip"}
+    assert not any(names & pickup for names in defaulted)  # a row published a minute before
+    assert rows["mean_fare_window_1h_pickup_zip"].notna().all()
+    for (_, row), names in zip(rows.iterrows(), defaulted, strict=True):
+        if "count_trips_window_30m_dropoff_zip" in names:
+            assert row["count_trips_window_30m_dropoff_zip"] == 0.0
+        else:
+            assert row["count_trips_window_30m_dropoff_zip"] >= 1
 
 
 def test_clean_traffic_does_not_trigger_retraining(platform, monitored):
@@ -208,7 +279,8 @@ def test_drifted_traffic_triggers_retraining_naming_the_drift(platform, monitore
     check = monitored["drifted"]["check"]
     assert check["retrain"] == "true"
     reasons = " ".join(check["reasons"])
-    assert "psi(trip_distance)" in reasons and "psi(pickup_hour)" in reasons and "rmse=" in reasons
+    assert "psi(trip_distance)" in reasons and "rmse=" in reasons
+    assert "tpep_pickup_datetime" not in reasons  # times are no drift columns
     assert "psi(prediction)" in reasons  # longer trips: dearer fares than the champion's baseline
     assert "psi(dropoff_zip)" not in reasons  # untouched inputs do not drift
     psi = window_table(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_template.problem.features import MODEL_INPUT_COLUMNS
+from mlops_template.problem.model import NUMERIC_INPUTS
 from mlops_template.problem.spec import PROBLEM
 from mlops_template.training.evaluate import is_holdout
 from mlops_template.training.model import TrainedModel, TrainingSetError, model_input, train_model
@@ -55,12 +58,13 @@ def test_model_trains_through_nulls_and_passes_default_thresholds(trained: Train
     assert trained.metrics.rows == len(trained.holdout)
     assert trained.metrics["rmse"] < thresholds["max_rmse"] / 2
     assert trained.metrics["r2"] > thresholds["min_r2"] + 0.2
-    assert list(trained.model[-1].booster_.feature_name()) == MODEL_INPUT_COLUMNS
+    derived = [*NUMERIC_INPUTS, "pickup_hour", "pickup_weekday"]
+    assert list(trained.model[-1].booster_.feature_name()) == derived
 
 
 def test_training_set_without_model_columns_fails(frame: DataFrame) -> None:
-    with pytest.raises(TrainingSetError, match="pickup_hour"):
-        train_model(frame.drop("pickup_hour"), config(**FAST), PROBLEM)
+    with pytest.raises(TrainingSetError, match="tpep_pickup_datetime"):
+        train_model(frame.drop("tpep_pickup_datetime"), config(**FAST), PROBLEM)
 
 
 def test_run_logs_params_metrics_tags_lineage_and_plots(logged: TrainingRun, trained: TrainedModel) -> None:
@@ -81,18 +85,33 @@ def test_run_logs_params_metrics_tags_lineage_and_plots(logged: TrainingRun, tra
     assert plots == {f"plots/{n}.png" for n in ("feature_importance", "residuals", "predicted_vs_actual")}
 
 
-def test_logged_model_requires_every_input_as_double(logged: TrainingRun) -> None:
+def test_logged_model_requires_every_input_in_its_spec_type(logged: TrainingRun) -> None:
     inputs = mlflow.models.get_model_info(logged.model_uri).signature.inputs
     assert inputs.input_names() == MODEL_INPUT_COLUMNS
-    assert {spec.type.name for spec in inputs.inputs} == {"double"}
+    assert {spec.name: spec.type.name for spec in inputs.inputs} == {
+        i.name: i.type for i in PROBLEM.model_inputs
+    }
     assert all(spec.required for spec in inputs.inputs)
+
+
+def test_logged_model_ships_the_code_it_is_made_of(logged: TrainingRun) -> None:
+    """The pipeline's own first step (trip_time.TripInputs) travels in the model's `code` directory
+    (MLflow `code_paths`), with its packages' `__init__` files and nothing else of this package:
+    a serving container installs the pip requirements, not this package."""
+    path = Path(mlflow.artifacts.download_artifacts(logged.model_uri)) / "code"
+    shipped = sorted(str(file.relative_to(path)) for file in path.rglob("*.py"))
+    assert shipped == [
+        "mlops_template/__init__.py",
+        "mlops_template/problem/__init__.py",
+        "mlops_template/problem/trip_time.py",
+    ]
 
 
 def test_logged_model_predicts_the_same_through_pyfunc_and_spark_udf(
     spark: SparkSession, logged: TrainingRun, trained: TrainedModel, frame: DataFrame
 ) -> None:
     rows = frame.orderBy("trip_id").limit(200)
-    expected = trained.model.predict(rows.select(*MODEL_INPUT_COLUMNS).toPandas().astype("float64"))
+    expected = trained.model.predict(model_input(rows, PROBLEM).toPandas())
 
     pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
     inputs = model_input(rows, PROBLEM).toPandas()
@@ -106,5 +125,14 @@ def test_logged_model_predicts_the_same_through_pyfunc_and_spark_udf(
 
 def test_logged_model_accepts_a_request_with_nulls(logged: TrainingRun) -> None:
     pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
-    request = pd.DataFrame([dict.fromkeys(MODEL_INPUT_COLUMNS, None) | {"trip_distance": 2.5}])
+    request = pd.DataFrame(
+        [
+            dict.fromkeys(MODEL_INPUT_COLUMNS, None)
+            | {"trip_distance": 2.5, "pickup_zip": 10001, "dropoff_zip": 10016}
+            | dict.fromkeys(["count_trips_window_1h_pickup_zip", "count_trips_window_30m_dropoff_zip"], 0)
+            | dict.fromkeys(
+                ["tpep_pickup_datetime", "tpep_dropoff_datetime"], pd.Timestamp("2016-01-04 08:00")
+            )
+        ]
+    )
     assert np.isfinite(pyfunc.predict(request)).all()

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import mlflow
 import pandas as pd
 
 from mlops_template.monitoring.unpack import PREDICTION
+from mlops_template.platform.feature_store import load_model_over_features
 from mlops_template.registry.versions import CHAMPION
 from mlops_template.scoring.batch import resolve_alias
 from mlops_template.training.dataset import build_training_set
@@ -54,7 +54,7 @@ def baseline_sample(
     (for a binary classifier, its probability of label 1)."""
     frame = baseline_inputs(platform, spec, schema, rows)
     champion = resolve_alias(model_name, CHAMPION)
-    model = mlflow.pyfunc.load_model(champion.uri)
+    model = load_model_over_features(champion.uri)
     frame[PREDICTION] = predictions(spec, model.predict(frame[spec.input_names]))
     log.info("baseline predictions by %s version %d", model_name, champion.version)
     return frame

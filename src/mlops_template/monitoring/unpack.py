@@ -20,10 +20,26 @@ Incremental and idempotent: only requests newer than the table's latest `request
 late-arrival margin, and not already unpacked, are added; rows are merged by
 (`databricks_request_id`, `row_index`). Rows still without a label or a model version get them
 once their row's ground truth or their served entity's row arrives.
+
+Model inputs a client did not send were looked up by the endpoint (the features of a model logged
+with its feature lookups). Each input comes from the request when sent (non-null: a sent value
+overrides the lookup), else from the lookup the endpoint logged in its response under
+`databricks_output.feature_lookup` (`columns`, `data` and the outputs `defaulted` per row: no
+usable row, so the lookup's default or null). Rows whose looked-up inputs are in neither (Databricks
+logs the lookup only with the served entity's `ENABLE_FEATURE_TRACING=true`) get them from a
+point-in-time lookup against the offline feature tables as of the row's lookup time. Each row says
+where its looked-up inputs came from (`feature_source`: `request` when all were sent, else `online`
+or `offline`) and which of them were defaulted (`defaulted_features`; null when unknown).
+
+A monitoring table written before the spec's model took new inputs gains their columns (null in
+older rows); columns of inputs the model no longer takes stay, null in newer rows. A column whose
+type changed cannot be merged into: the error says to drop the table, which the next run rebuilds
+from the payload table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -43,6 +59,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from mlops_template.platform.base import MissingTableError
+from mlops_template.platform.feature_store import LookupSpec
 from mlops_template.problem_spec import ModelInput, ProblemSpec
 from mlops_template.serving.served_entities import SERVED_ENTITIES_TABLE
 
@@ -50,6 +67,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from mlops_template.platform import Platform
+    from mlops_template.platform.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +77,17 @@ REQUEST_TIME = "request_time"
 PREDICTION = "prediction"
 PREDICTED_LABEL = "predicted_label"
 MODEL_VERSION = "model_version"
+FEATURE_SOURCE = "feature_source"
+DEFAULTED_FEATURES = "defaulted_features"
 MONITORING_KEYS = [REQUEST_ID, ROW_INDEX]
 SUCCESS = 200
 SERVED_ENTITY_ID = "served_entity_id"
 SERVED_ENTITIES_PRODUCER = "the deploy task of job pipeline (it deploys the endpoint and its served entities)"
 POSITIVE_CLASS = "1"  # the key of label 1 in a per-class output (JSON object keys are strings)
+# Where a row's looked-up inputs came from: all sent by the client, the lookup the endpoint
+# logged, or the offline feature tables (the endpoint logged none).
+FROM_REQUEST, FROM_ONLINE, FROM_OFFLINE = "request", "online", "offline"
+_SENT_PREFIX = "_sent_"  # looked-up inputs as sent, beside the offline lookup's outputs
 
 # Payload columns copied onto every row of a request.
 _REQUEST_COLUMNS = [
@@ -81,10 +105,15 @@ _SPARK_TYPES = {
     "integer": T.IntegerType(),
     "boolean": T.BooleanType(),
     "string": T.StringType(),
+    "datetime": T.TimestampType(),  # naive UTC, as the Spark session's time zone reads it
 }
 _INT64_RANGE = (-(2**63), 2**63 - 1)
 _INT32_RANGE = (-(2**31), 2**31 - 1)
 _EXACT_FLOAT = 2**53  # pandas turns an integer column with gaps into float64
+
+
+class MonitoringTableError(ValueError):
+    """The monitoring table cannot take the rows of the problem spec's model (a column changed type)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,7 @@ class ServedColumns:
 
     row_id: str
     inputs: tuple[ModelInput, ...]
+    looked_up: tuple[str, ...]  # the inputs the feature lookups produce
     label: str
     classifier: bool
     threshold: float
@@ -100,7 +130,12 @@ class ServedColumns:
     @classmethod
     def of(cls, spec: ProblemSpec) -> ServedColumns:
         return cls(
-            spec.row_id, spec.model_inputs, spec.label, spec.is_classifier, spec.classification_threshold
+            spec.row_id,
+            spec.model_inputs,
+            tuple(spec.looked_up_inputs),
+            spec.label,
+            spec.is_classifier,
+            spec.classification_threshold,
         )
 
     def parsed_fields(self) -> list[tuple[str, T.DataType]]:
@@ -112,6 +147,8 @@ class ServedColumns:
             ("variant", T.StringType()),
             (self.row_id, T.StringType()),
             *[(model_input.name, _SPARK_TYPES[model_input.type]) for model_input in self.inputs],
+            (FEATURE_SOURCE, T.StringType()),
+            (DEFAULTED_FEATURES, T.ArrayType(T.StringType())),
             (PREDICTION, T.DoubleType()),
         ]
 
@@ -119,8 +156,19 @@ class ServedColumns:
         """The rows `unpack_frame` returns."""
         return T.StructType([T.StructField(n, t) for n, t in _REQUEST_COLUMNS + self.parsed_fields()])
 
-    def monitoring_columns(self) -> list[str]:
+    def monitoring_schema(self) -> T.StructType:
         """The monitoring table: the unpacked columns, the model version and the label, in order."""
+        fields = _REQUEST_COLUMNS + self.parsed_fields()
+        fields += [
+            (MODEL_VERSION, T.StringType()),
+            (PREDICTED_LABEL, T.DoubleType()),
+            (self.label, T.DoubleType()),
+        ]
+        types = dict(fields)
+        return T.StructType([T.StructField(name, types[name]) for name in self.monitoring_columns()])
+
+    def monitoring_columns(self) -> list[str]:
+        """The monitoring table's columns, in order."""
         return [
             REQUEST_ID,
             ROW_INDEX,
@@ -132,9 +180,15 @@ class ServedColumns:
         ]
 
     def pandas_types(self) -> dict[str, str | None]:
-        """Doubles as float64 (null: NaN); times as Spark passed them; the rest as objects (None: null)."""
+        """Doubles as float64 (null: NaN), datetime inputs as datetime64 (null: NaT), request times
+        as Spark passed them; the rest as objects (None: null)."""
         doubles = [i.name for i in self.inputs if i.type == "double"] + [PREDICTION]
-        return {name: "float64" for name in doubles} | {REQUEST_TIME: None, "request_date": None}
+        times = [i.name for i in self.inputs if i.type == "datetime"]
+        return (
+            {name: "float64" for name in doubles}
+            | {name: "datetime64[ns]" for name in times}
+            | {REQUEST_TIME: None, "request_date": None}
+        )
 
 
 def monitoring_columns(spec: ProblemSpec) -> list[str]:
@@ -191,7 +245,12 @@ def parse_response(
     """The predictions (`prediction`, `variant`) of an answer, and the error code of a refusal.
 
     A classifier's prediction is the probability of label 1 of its per-class output."""
-    payload = _json_object(text)
+    return _predictions(_json_object(text), classifier)
+
+
+def _predictions(
+    payload: dict[str, Any] | None, classifier: bool
+) -> tuple[list[dict[str, Any]] | None, str | None]:
     if payload is None:
         return None, None
     error_code = payload.get("error_code")
@@ -257,6 +316,20 @@ def _integer(value: Any, bounds: tuple[int, int] = _INT64_RANGE) -> int | None:
     return None
 
 
+def _datetime(value: Any) -> pd.Timestamp | None:
+    """A naive UTC time from an ISO-8601 string (as JSON carries one) or a datetime; a time with
+    an offset is converted to UTC. Numbers are not times (MLflow refuses them for a datetime input)."""
+    if isinstance(value, str):
+        try:
+            value = pd.Timestamp(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime | np.datetime64) or pd.isna(value):
+        return None
+    time = pd.Timestamp(value)
+    return time.tz_convert("UTC").tz_localize(None) if time.tzinfo is not None else time
+
+
 def _boolean(value: Any) -> bool | None:
     return bool(value) if isinstance(value, bool | np.bool_) else None
 
@@ -279,6 +352,7 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "integer": lambda value: _integer(value, _INT32_RANGE),
     "boolean": _boolean,
     "string": _string,
+    "datetime": _datetime,
 }
 
 
@@ -294,10 +368,68 @@ def _input_rows(frame: pd.DataFrame | None, columns: ServedColumns) -> list[dict
     return pd.DataFrame(values, dtype=object).to_dict("records")
 
 
+@dataclass(frozen=True)
+class LookedUp:
+    """What the endpoint logged of one row's feature lookup: the model inputs it looked up (read
+    as their types) and the outputs it defaulted (None: not logged)."""
+
+    values: dict[str, Any]
+    defaulted: list[str] | None
+
+
+def parse_feature_lookup(payload: dict[str, Any] | None, columns: ServedColumns) -> list[LookedUp] | None:
+    """The rows of `databricks_output.feature_lookup` of a response (`columns`, `data`, and
+    `defaulted`: per row the outputs without a usable feature row); None when absent or unreadable."""
+    output = payload.get("databricks_output") if payload is not None else None
+    trace = output.get("feature_lookup") if isinstance(output, dict) else None
+    if not isinstance(trace, dict):
+        return None
+    names, data, defaulted = trace.get("columns"), trace.get("data"), trace.get("defaulted")
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        return None
+    if not (isinstance(data, list) and all(isinstance(row, list) and len(row) == len(names) for row in data)):
+        return None
+    readers = {i.name: _READERS[i.type] for i in columns.inputs}
+    readable = isinstance(defaulted, list) and len(defaulted) == len(data)
+    return [
+        LookedUp(
+            {name: readers[name](value) for name, value in zip(names, row, strict=True) if name in readers},
+            _names(defaulted[index]) if readable else None,
+        )
+        for index, row in enumerate(data)
+    ]
+
+
+def _names(value: Any) -> list[str] | None:
+    return value if isinstance(value, list) and all(isinstance(name, str) for name in value) else None
+
+
+def with_features(sent: dict[str, Any], looked_up: LookedUp | None, columns: ServedColumns) -> dict[str, Any]:
+    """A row's model inputs: each as sent, else as the endpoint logged its lookup; with the
+    feature source and the defaulted outputs. A row whose looked-up inputs are neither is left
+    to the offline lookup (`FROM_OFFLINE`)."""
+    missing = [name for name in columns.looked_up if sent.get(name) is None]
+    if not missing:
+        return sent | {FEATURE_SOURCE: FROM_REQUEST, DEFAULTED_FEATURES: []}
+    if looked_up is None:
+        return sent | {FEATURE_SOURCE: FROM_OFFLINE, DEFAULTED_FEATURES: None}
+    filled = {name: value for name, value in looked_up.values.items() if sent.get(name) is None}
+    defaulted = looked_up.defaulted
+    return (
+        sent
+        | filled
+        | {
+            FEATURE_SOURCE: FROM_ONLINE,
+            DEFAULTED_FEATURES: None if defaulted is None else [n for n in defaulted if n in missing],
+        }
+    )
+
+
 def exchange_rows(exchange: dict[str, Any], columns: ServedColumns) -> list[dict[str, Any]]:
     """The monitoring rows of one payload row: one per prediction, or one for a refused request."""
     request_format, frame = parse_request(exchange["request"])
-    predictions, error_code = parse_response(exchange["response"], columns.classifier)
+    response = _json_object(exchange["response"])
+    predictions, error_code = _predictions(response, columns.classifier)
     base = {name: exchange[name] for name, _ in _REQUEST_COLUMNS}
     base |= {"request_format": request_format, "error_code": error_code}
     if exchange["status_code"] != SUCCESS or not predictions:
@@ -305,8 +437,15 @@ def exchange_rows(exchange: dict[str, Any], columns: ServedColumns) -> list[dict
     inputs = _input_rows(frame, columns)
     if len(inputs) != len(predictions):
         inputs = []  # cannot tell which input gave which prediction
+    looked_up = parse_feature_lookup(response, columns)
+    if looked_up is not None and len(looked_up) != len(predictions):
+        looked_up = None
+    rows = [
+        with_features(row, looked_up[index] if looked_up else None, columns)
+        for index, row in enumerate(inputs)
+    ]
     return [
-        base | {ROW_INDEX: index} | (inputs[index] if inputs else {}) | prediction
+        base | {ROW_INDEX: index} | (rows[index] if rows else {}) | prediction
         for index, prediction in enumerate(predictions)
     ]
 
@@ -366,14 +505,64 @@ def served_entity_versions(platform: Platform) -> DataFrame | None:
     return versions
 
 
+def offline_features(rows: DataFrame, spec: ProblemSpec, store: FeatureStore, schema: str) -> DataFrame:
+    """`rows` whose looked-up inputs were neither sent nor logged (`FROM_OFFLINE`) completed from
+    the feature tables of `schema` (`catalog.schema`), as of each row's lookup time (the spec's
+    lookups, as training joins them). Sent values are kept; an output without a usable feature row
+    gets the lookup's default (else null) and is listed in `defaulted_features`. The feature tables
+    are read only when some row needs them."""
+    names = spec.looked_up_inputs
+    offline = F.col(FEATURE_SOURCE).eqNullSafe(FROM_OFFLINE)
+    pending = rows.where(offline)
+    if not names or pending.isEmpty():  # without lookups no row is marked: no Spark job for it
+        return rows
+    log.info("rows without their looked-up features: looking them up in the feature tables of %s", schema)
+    lookups = [LookupSpec.of(lookup) for lookup in spec.feature_lookups(spec.feature_table_names(schema))]
+    # Without defaults, a null output tells a missing feature row; the defaults are applied below.
+    plain = [dataclasses.replace(lookup, default_values={}).to_feature_lookup() for lookup in lookups]
+    defaults = {output: value for lookup in lookups for output, value in lookup.default_values.items()}
+    types = {i.name: _SPARK_TYPES[i.type] for i in spec.model_inputs}
+    sent = {name: f"{_SENT_PREFIX}{name}" for name in names}
+    joined = store.create_training_set(
+        pending.select(*[F.col(c).alias(sent.get(c, c)) for c in pending.columns]), plain, label=None
+    ).load_df()
+    unsent_missing = {name: F.col(sent[name]).isNull() & F.col(name).isNull() for name in names}
+    values = {
+        name: F.coalesce(
+            F.col(sent[name]),
+            F.col(name).cast(types[name]),
+            *([F.lit(defaults[name]).cast(types[name])] if name in defaults else []),
+        )
+        for name in names
+    }
+    defaulted = F.filter(
+        F.array(*[F.when(missing, F.lit(name)) for name, missing in unsent_missing.items()]),
+        lambda name: name.isNotNull(),
+    )
+    completed = joined.select(
+        *[
+            values[c].alias(c) if c in values else defaulted.alias(c) if c == DEFAULTED_FEATURES else F.col(c)
+            for c in rows.columns
+        ]
+    )
+    return rows.where(~offline).unionByName(completed)
+
+
 def unpack(
-    payload: DataFrame, labels: DataFrame | None, versions: DataFrame | None, spec: ProblemSpec
+    payload: DataFrame,
+    labels: DataFrame | None,
+    versions: DataFrame | None,
+    spec: ProblemSpec,
+    store: FeatureStore,
+    feature_schema: str,
 ) -> DataFrame:
     """Payload rows -> monitoring rows (`monitoring_columns(spec)`), labelled where the row's label
-    is known and versioned where `versions` (`entity_versions`) knows the served entity."""
+    is known and versioned where `versions` (`entity_versions`) knows the served entity; looked-up
+    inputs neither sent nor logged come from the feature tables of `feature_schema` via `store`."""
     columns = ServedColumns.of(spec)
     needed = [name for name, _ in _REQUEST_COLUMNS] + ["request", "response"]
     rows = payload.select(*needed).mapInPandas(_unpacker(columns), schema=columns.unpacked_schema())
+    rows = offline_features(rows, spec, store, feature_schema)
     if columns.classifier:
         predicted = (F.col(PREDICTION) >= F.lit(columns.threshold)).cast("double")
         rows = rows.withColumn(PREDICTED_LABEL, predicted)
@@ -421,7 +610,40 @@ def newly_completed(
             .withColumn(column, F.coalesce(F.col(column), F.col(found)))
         )
     newly = reduce(operator.or_, [F.col(f"_new_{column}") for column, _, _ in lookups])
-    return rows.where(newly).select(*monitoring_columns(spec))
+    return rows.where(newly).select(*monitoring.columns)
+
+
+def evolve_table(platform: Platform, table: str, wanted: T.StructType) -> None:
+    """Add the columns of `wanted` that monitoring `table` lacks (null in its rows); a column whose
+    type differs is a MonitoringTableError saying how to rebuild the table."""
+    current = {field.name: field.dataType.simpleString() for field in platform.read_table(table).schema}
+    changed = [
+        f"{field.name} ({current[field.name]} -> {field.dataType.simpleString()})"
+        for field in wanted
+        if field.name in current and current[field.name] != field.dataType.simpleString()
+    ]
+    if changed:
+        raise MonitoringTableError(
+            f"monitoring table {table} has columns of other types than the problem spec's model gives "
+            f"now: {', '.join(changed)}. Drop (or rename) the table: the next unpack rebuilds it from "
+            "every request still in the payload table"
+        )
+    if added := [field for field in wanted if field.name not in current]:
+        definitions = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in added)
+        platform.spark.sql(f"ALTER TABLE {platform.table_name(table)} ADD COLUMNS ({definitions})")
+        log.info("added columns %s to %s (null in its older rows)", [field.name for field in added], table)
+
+
+def _conformed(rows: DataFrame, schema: T.StructType) -> DataFrame:
+    """`rows` with the columns of `schema`: those it lacks (inputs an older model took) null."""
+    return rows.select(
+        *[
+            F.col(field.name)
+            if field.name in rows.columns
+            else F.lit(None).cast(field.dataType).alias(field.name)
+            for field in schema
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -440,16 +662,23 @@ def unpack_into(
     labels: DataFrame | None,
     late_arrival: dt.timedelta,
     spec: ProblemSpec,
+    feature_schema: str,
 ) -> UnpackResult:
-    """Merge the new requests of `payload` (and new labels of older rows) into monitoring `table`."""
+    """Merge the new requests of `payload` (and new labels of older rows) into monitoring `table`;
+    looked-up inputs neither sent nor logged come from the feature tables of `feature_schema`."""
     versions = served_entity_versions(platform)
-    monitoring = platform.read_table(table) if platform.table_exists(table) else None
+    monitoring = None
+    if platform.table_exists(table):
+        evolve_table(platform, table, ServedColumns.of(spec).monitoring_schema())
+        monitoring = platform.read_table(table)
     before = monitoring.count() if monitoring is not None else 0
     pending = new_requests(payload, monitoring, late_arrival)
     requests = pending.count()
     completed = newly_completed(monitoring, labels, versions, spec) if monitoring is not None else None
     completed_rows = completed.count() if completed is not None else 0
-    changes = unpack(pending, labels, versions, spec)
+    changes = unpack(pending, labels, versions, spec, platform.feature_store, feature_schema)
+    if monitoring is not None:
+        changes = _conformed(changes, monitoring.schema)
     if completed is not None and completed_rows:
         changes = changes.unionByName(completed)
     if monitoring is None or requests or completed_rows:

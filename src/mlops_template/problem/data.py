@@ -212,4 +212,7 @@ def clean_trips(trips: DataFrame, min_trip_distance: float = MIN_TRIP_DISTANCE) 
         .where((duration_hours > 0) & (duration_hours <= MAX_TRIP_HOURS))
         .dropDuplicates(columns)
         .withColumn(TRIP_ID, F.xxhash64(*columns))
+        # Zips as bigint: the type of the feature tables' keys and of the model's inputs (an MLflow
+        # `long`, which a client's 64-bit integers satisfy).
+        .withColumns({zip_code: F.col(zip_code).cast("bigint") for zip_code in ("pickup_zip", "dropoff_zip")})
     )

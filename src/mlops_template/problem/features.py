@@ -1,15 +1,16 @@
-"""The taxi features: inputs derived from each trip, the pickup and dropoff feature tables, and
-their point-in-time lookups.
+"""The taxi features: the pickup and dropoff feature tables and their point-in-time lookups.
 
-Trip inputs: `pickup_hour` (0-23), `pickup_weekday` (1 = Sunday .. 7), and the two lookup times
-(the pickup / dropoff time floored to 15 / 30 minutes), which only the lookups use.
+A client asking for a fare sends what an application knows (REQUEST_COLUMNS): the zips, the
+pickup and drop-off times and the distance. Everything else is looked up by zip and time from the
+feature tables (online at serving time, point-in-time in training and batch scoring), and the model
+derives the pickup hour and weekday itself (problem/trip_time.py).
 
 Feature tables: pure Spark transforms over trips.
 
 Each feature row sums up the trips of one zip in one time window. It is keyed by `zip` and by
 `ts`, the window END: Spark windows are [start, end), so a row at `ts` only uses trips strictly
-before `ts`. Trips look features up at their pickup (dropoff) time floored to 15 (30) minutes
-(add_trip_inputs), so a trip never sees a window that contains itself or any later trip.
+before `ts`. Trips look features up at their pickup (dropoff) time: the latest row at or before
+it describes a window that ended before the trip, never one containing it or any later trip.
 
 Pickup features (per pickup zip, 1-hour window sliding every 15 minutes):
 
@@ -23,20 +24,20 @@ Dropoff features (per dropoff zip, 30-minute tumbling window):
 
 - `count_trips_window_30m_dropoff_zip`: trips that ended in the zip in the 30 minutes before
   `ts`: how busy, hence how congested, the destination is.
-- `dropoff_is_weekend`: 1 when `ts` falls on a Saturday or Sunday (session time zone), else 0.
-  Weekend traffic is faster and has no weekday rush-hour surcharge. `ts` is the day of the
-  trips that look this row up (their dropoff floored to 30 minutes).
+- `dropoff_is_weekend`: 1.0 when `ts` falls on a Saturday or Sunday (session time zone), else 0.0
+  (a double: a lookup that finds no row leaves it null, which an integer input cannot hold).
+  Weekend traffic is faster and has no weekday rush-hour surcharge.
 
 `start` / `end` select the feature rows to compute: those with `start <= ts < end`. Trips are
 read from one window length before `start`, so every row is computed from its whole window and
 runs over adjacent ranges produce disjoint, complete rows (merging them loses nothing).
 
-Lookback windows: one window length of each feature table (1 hour for pickup, 30 minutes for
-dropoff). A trip's lookup time sits on the tables' time grid, so the row at exactly that time
-describes the window just before the trip; it is missing only when that window had no trips.
-An older row then still overlaps or borders that window within one window length, but beyond it
-the row describes an unrelated earlier period, and a stale count or mean is worse than a null
-the model can treat as "no recent trips".
+Lookback windows: the rows sit on a time grid (every 15 minutes for pickup, 30 for dropoff). A
+trip looks up the row that ended at the last grid time before it, or, when that window had no
+trips, the one a grid step earlier, which still overlaps or borders the window before the trip:
+lookback = window + grid step - 1 second (whole seconds, as Databricks counts them). Older rows
+describe an unrelated earlier period; a stale count or mean is worse than the lookup's default:
+0 trips for the counts, null (the model's "unknown") for the mean fare and the weekend flag.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ from mlops_template.problem_spec import FeatureTable
 
 LABEL = "fare_amount"
 
-# Inputs taken from the trip itself (derived in Spark by add_trip_inputs).
-TRIP_INPUT_COLUMNS = ["trip_distance", "pickup_zip", "dropoff_zip", "pickup_hour", "pickup_weekday"]
+# What a client sends for one trip (the request inputs): the lookup keys and times, the distance.
+PICKUP_TIME, DROPOFF_TIME = "tpep_pickup_datetime", "tpep_dropoff_datetime"
+REQUEST_COLUMNS = ["trip_distance", "pickup_zip", "dropoff_zip", PICKUP_TIME, DROPOFF_TIME]
 
 # Feature tables: keys and features.
 FEATURE_KEY = "zip"
@@ -62,15 +64,9 @@ FEATURE_TIMESTAMP = "ts"
 PICKUP_FEATURES = ["mean_fare_window_1h_pickup_zip", "count_trips_window_1h_pickup_zip"]
 DROPOFF_FEATURES = ["count_trips_window_30m_dropoff_zip", "dropoff_is_weekend"]
 
-# Point-in-time lookup keys added to trips (add_trip_inputs).
-PICKUP_LOOKUP_TIME = "rounded_pickup_datetime"
-DROPOFF_LOOKUP_TIME = "rounded_dropoff_datetime"
-
-MODEL_INPUT_COLUMNS = TRIP_INPUT_COLUMNS + PICKUP_FEATURES + DROPOFF_FEATURES
+MODEL_INPUT_COLUMNS = REQUEST_COLUMNS + PICKUP_FEATURES + DROPOFF_FEATURES
 
 PICKUP_TABLE, DROPOFF_TABLE = "pickup_features", "dropoff_features"
-PICKUP_ROUNDING_MINUTES = 15
-DROPOFF_ROUNDING_MINUTES = 30
 
 MEAN_FARE_PICKUP, COUNT_TRIPS_PICKUP = PICKUP_FEATURES
 COUNT_TRIPS_DROPOFF, DROPOFF_IS_WEEKEND = DROPOFF_FEATURES
@@ -121,10 +117,10 @@ def pickup_features(
     selected = _trips_for_windows(trips, "pickup_zip", "tpep_pickup_datetime", PICKUP_WINDOW, start, end)
     window = F.window("tpep_pickup_datetime", _interval(PICKUP_WINDOW), _interval(PICKUP_SLIDE))
     features = (
-        selected.groupBy(F.col("pickup_zip").cast("int").alias(FEATURE_KEY), window.alias("window"))
+        selected.groupBy(F.col("pickup_zip").cast("bigint").alias(FEATURE_KEY), window.alias("window"))
         .agg(
             F.mean(LABEL).alias(MEAN_FARE_PICKUP),
-            F.count(F.lit(1)).cast("int").alias(COUNT_TRIPS_PICKUP),
+            F.count(F.lit(1)).alias(COUNT_TRIPS_PICKUP),
         )
         .select(FEATURE_KEY, F.col("window.end").alias(FEATURE_TIMESTAMP), *PICKUP_FEATURES)
     )
@@ -138,20 +134,21 @@ def dropoff_features(
     selected = _trips_for_windows(trips, "dropoff_zip", "tpep_dropoff_datetime", DROPOFF_WINDOW, start, end)
     window = F.window("tpep_dropoff_datetime", _interval(DROPOFF_WINDOW))
     features = (
-        selected.groupBy(F.col("dropoff_zip").cast("int").alias(FEATURE_KEY), window.alias("window"))
-        .agg(F.count(F.lit(1)).cast("int").alias(COUNT_TRIPS_DROPOFF))
+        selected.groupBy(F.col("dropoff_zip").cast("bigint").alias(FEATURE_KEY), window.alias("window"))
+        .agg(F.count(F.lit(1)).alias(COUNT_TRIPS_DROPOFF))
         .select(
             FEATURE_KEY,
             F.col("window.end").alias(FEATURE_TIMESTAMP),
             COUNT_TRIPS_DROPOFF,
-            F.dayofweek("window.end").isin(1, 7).cast("int").alias(DROPOFF_IS_WEEKEND),
+            F.dayofweek("window.end").isin(1, 7).cast("double").alias(DROPOFF_IS_WEEKEND),
         )
     )
     return _rows_in_range(features, start, end)
 
 
-PICKUP_LOOKBACK: dt.timedelta = PICKUP_WINDOW
-DROPOFF_LOOKBACK: dt.timedelta = DROPOFF_WINDOW
+_SECOND = dt.timedelta(seconds=1)
+PICKUP_LOOKBACK: dt.timedelta = PICKUP_WINDOW + PICKUP_SLIDE - _SECOND
+DROPOFF_LOOKBACK: dt.timedelta = 2 * DROPOFF_WINDOW - _SECOND
 
 FEATURE_TABLES = (
     FeatureTable(
@@ -171,26 +168,6 @@ FEATURE_TABLES = (
 )
 
 
-def floor_to_minutes(column: str, minutes: int) -> Column:
-    """`column` floored to a multiple of `minutes`, aligned on the epoch like Spark's `window()`.
-
-    Flooring (never rounding up) matters: a trip at 10:07 looks features up at 10:00, whose
-    windows end at 10:00 and so hold only trips before it, never the trip itself.
-    """
-    micros = F.unix_micros(F.col(column))
-    return F.timestamp_micros(micros - F.pmod(micros, F.lit(minutes * 60 * 1_000_000)))
-
-
-def add_trip_inputs(trips: DataFrame) -> DataFrame:
-    """Add `pickup_hour` (0-23), `pickup_weekday` (1 = Sunday .. 7) and the two lookup times."""
-    return (
-        trips.withColumn("pickup_hour", F.hour("tpep_pickup_datetime"))
-        .withColumn("pickup_weekday", F.dayofweek("tpep_pickup_datetime"))
-        .withColumn(PICKUP_LOOKUP_TIME, floor_to_minutes("tpep_pickup_datetime", PICKUP_ROUNDING_MINUTES))
-        .withColumn(DROPOFF_LOOKUP_TIME, floor_to_minutes("tpep_dropoff_datetime", DROPOFF_ROUNDING_MINUTES))
-    )
-
-
 def feature_lookups(tables: Mapping[str, str]) -> list[FeatureLookup]:
     """Pickup features by pickup zip and dropoff features by dropoff zip, as of each trip.
 
@@ -200,23 +177,33 @@ def feature_lookups(tables: Mapping[str, str]) -> list[FeatureLookup]:
         FeatureLookup(
             table_name=tables[PICKUP_TABLE],
             lookup_key=["pickup_zip"],
-            timestamp_lookup_key=PICKUP_LOOKUP_TIME,
+            timestamp_lookup_key=PICKUP_TIME,
             feature_names=PICKUP_FEATURES,
+            default_values={COUNT_TRIPS_PICKUP: 0},
             lookback_window=PICKUP_LOOKBACK,
         ),
         FeatureLookup(
             table_name=tables[DROPOFF_TABLE],
             lookup_key=["dropoff_zip"],
-            timestamp_lookup_key=DROPOFF_LOOKUP_TIME,
+            timestamp_lookup_key=DROPOFF_TIME,
             feature_names=DROPOFF_FEATURES,
+            default_values={COUNT_TRIPS_DROPOFF: 0},
             lookback_window=DROPOFF_LOOKBACK,
         ),
     ]
 
 
 def drifted(trips: pd.DataFrame) -> pd.DataFrame:
-    """The same trips as a changed city would send them: twice as long, all in the evening."""
+    """The same trips as a changed city would send them: twice as long, all in the evening (the
+    pickup moved to 16:00-23:59 of its day, the drop-off with it)."""
     shifted = trips.copy()
     shifted["trip_distance"] = 2 * shifted["trip_distance"]
-    shifted["pickup_hour"] = 16 + shifted["pickup_hour"] % 8
+    pickup = pd.to_datetime(shifted[PICKUP_TIME])
+    evening = (
+        pickup.dt.normalize()
+        + pd.to_timedelta(16 + pickup.dt.hour % 8, unit="h")
+        + (pickup - pickup.dt.floor("h"))
+    )
+    shifted[DROPOFF_TIME] = pd.to_datetime(shifted[DROPOFF_TIME]) + (evening - pickup)
+    shifted[PICKUP_TIME] = evening
     return shifted

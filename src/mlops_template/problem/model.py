@@ -1,9 +1,11 @@
 """The fare model: a scikit-learn Pipeline ending in a LightGBM regressor, and its hyper-parameters.
 
-The model's input contract is MODEL_INPUT_COLUMNS, every one a double where null (NaN) is allowed:
-LightGBM routes missing values down a learned side of each split, so a trip whose zip had no
-recent trips (no feature row as of its time) still gets a prediction. One type for every input
-keeps the contract independent of whether a column happened to contain nulls.
+The model's input contract is MODEL_INPUT_COLUMNS: what a client sends (distance, zips, pickup and
+drop-off times) and the looked-up features, doubles where null (NaN) is allowed: LightGBM routes
+missing values down a learned side of each split, so a trip whose zip had no recent trips (no
+feature row as of its time) still gets a prediction. The pipeline's first step derives the pickup
+hour and weekday from the pickup time (trip_time.TripInputs); the drop-off time is a lookup key
+only.
 
 Zips are numeric, not categorical: the per-zip effect the model needs is mostly carried by the
 pickup feature table (mean fare per zip as of the trip, a leak-free target encoding); zip codes
@@ -16,14 +18,21 @@ from __future__ import annotations
 
 from lightgbm import LGBMRegressor
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from mlops_template.problem.features import MODEL_INPUT_COLUMNS
+from mlops_template.problem.features import DROPOFF_FEATURES, PICKUP_FEATURES, PICKUP_TIME
+from mlops_template.problem.trip_time import TripInputs
 
 # The types skops must trust beyond scikit-learn's to load the fitted pipeline: what a fitted
-# LGBMRegressor adds (found with `skops.io.get_untrusted_types`).
-TRUSTED_TYPES = ("collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMRegressor")
+# LGBMRegressor adds and the pipeline's own first step (found with `skops.io.get_untrusted_types`).
+TRUSTED_TYPES = (
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMRegressor",
+    f"{TripInputs.__module__}.TripInputs",
+)
+# The numeric inputs the regressor takes as they are (the zips as numbers: see above).
+NUMERIC_INPUTS = ("trip_distance", "pickup_zip", "dropoff_zip", *PICKUP_FEATURES, *DROPOFF_FEATURES)
 
 
 class LightGBMParams(BaseModel):
@@ -48,12 +57,11 @@ class LightGBMParams(BaseModel):
 
 
 def build_pipeline(params: LightGBMParams) -> Pipeline:
-    """Select MODEL_INPUT_COLUMNS by name (in a fixed order), then LightGBM.
+    """The numeric inputs and the pickup hour and weekday (a pandas frame, so LightGBM knows the
+    feature names), then LightGBM.
 
     Feature importances are total split gains (`importance_type="gain"`), as the training plots show.
     """
-    inputs = ColumnTransformer(
-        [("inputs", "passthrough", MODEL_INPUT_COLUMNS)], remainder="drop", verbose_feature_names_out=False
-    ).set_output(transform="pandas")  # LightGBM then knows the feature names
+    inputs = TripInputs(numeric=NUMERIC_INPUTS, pickup_time=PICKUP_TIME)
     model = LGBMRegressor(**params.model_dump(), importance_type="gain", verbose=-1)
     return Pipeline([("inputs", inputs), ("model", model)])

@@ -15,10 +15,20 @@ PROBLEM = ProblemSpec(
     entity_keys=("pickup_zip", "dropoff_zip"),
     label=features.LABEL,
     feature_tables=features.FEATURE_TABLES,
-    add_lookup_inputs=features.add_trip_inputs,
     feature_lookups=features.feature_lookups,
-    lookup_helper_columns=(features.PICKUP_LOOKUP_TIME, features.DROPOFF_LOOKUP_TIME),
-    model_inputs=tuple(ModelInput(name, "double") for name in features.MODEL_INPUT_COLUMNS),
+    # What a client sends (the lookups key on the zips and times), then the looked-up features.
+    model_inputs=(
+        ModelInput("trip_distance", "double"),
+        ModelInput("pickup_zip", "long"),
+        ModelInput("dropoff_zip", "long"),
+        ModelInput(features.PICKUP_TIME, "datetime"),
+        ModelInput(features.DROPOFF_TIME, "datetime"),
+        # The feature tables' types (the signature `fe.log_model` derives from the training set).
+        ModelInput(features.MEAN_FARE_PICKUP, "double"),
+        ModelInput(features.COUNT_TRIPS_PICKUP, "long"),
+        ModelInput(features.COUNT_TRIPS_DROPOFF, "long"),
+        ModelInput(features.DROPOFF_IS_WEEKEND, "double"),
+    ),
     model_params=model.LightGBMParams,
     build_model=model.build_pipeline,
     trusted_types=model.TRUSTED_TYPES,

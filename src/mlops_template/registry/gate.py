@@ -23,11 +23,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from pyspark.sql import DataFrame
 
+from mlops_template.platform.feature_store import load_model_over_features
 from mlops_template.problem_spec import HIGHER_IS_BETTER, ProblemSpec
 from mlops_template.registry.experiment import EXPERIMENT, RolloutPolicy
 from mlops_template.registry.versions import (
@@ -128,7 +128,7 @@ def evaluation_frame(training_set: DataFrame, spec: ProblemSpec, test_size: floa
 
 def evaluate_version(model_name: str, version: int, frame: pd.DataFrame, spec: ProblemSpec) -> Metrics:
     """Metrics of a registered version on `frame`, loaded and run as serving would (pyfunc)."""
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    model = load_model_over_features(f"models:/{model_name}/{version}")
     predicted = predictions(spec, model.predict(frame[spec.input_names]))
     return evaluate(spec, frame[spec.label].to_numpy(), predicted)
 

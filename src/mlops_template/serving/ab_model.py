@@ -6,6 +6,14 @@ SHA-256 of its key column value falls below the challenger share, and returns th
 number, or a classifier's class probabilities) with the variant that answered. It is registered and
 served like any model, so the assignment is the same on Databricks and locally.
 
+A variant that looks its features up is called as its feature store wrapper calls it: after the
+lookup (the endpoint does it for the A/B model, logged with the champion's lookups), without a
+second schema enforcement, so a feature missing for a key reaches it as null even where the
+signature says integer. A variant logged with `fe.log_model` is its `raw_model`
+(`data/feature_store/raw_model`, which has no input schema), given the columns of the variant's
+signature; one logged with local lookups (MLmodel metadata `feature_lookups`) is called through its
+pyfunc implementation.
+
 This file is logged as MLflow "model from code": it is copied into the model and executed on
 load, so it imports nothing from this package (the serving container does not have it).
 """
@@ -13,16 +21,24 @@ load, so it imports nothing from this package (the serving container does not ha
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.models import Model
+from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Where `fe.log_model` keeps its feature spec and the model it wraps (`raw_model`), in the model's dir.
+FEATURE_STORE_DATA = ("data", "feature_store")
+LOOKUPS_METADATA = "feature_lookups"  # platform.feature_store.FEATURE_LOOKUPS_METADATA
 _HASH_SPACE = float(2**64)
+
+Predict = Callable[[pd.DataFrame], Any]
 
 
 def key_text(key: Any) -> str | None:
@@ -64,10 +80,7 @@ class StickyABModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         self.key_column = str(context.model_config["key_column"])
         self.challenger_share = float(context.model_config["challenger_share"])
-        self.variants = {}
-        for name in (CHAMPION, CHALLENGER):
-            model = mlflow.pyfunc.load_model(context.artifacts[name])
-            self.variants[name] = (model, model.metadata.get_input_schema().input_names())
+        self.variants = {name: load_variant(Path(context.artifacts[name])) for name in (CHAMPION, CHALLENGER)}
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -76,8 +89,8 @@ class StickyABModel(PythonModel):
         answers = {}
         for name, rows in ((CHAMPION, ~to_challenger), (CHALLENGER, to_challenger)):
             if rows.any():
-                model, columns = self.variants[name]
-                output = np.asarray(model.predict(model_input.loc[rows, columns]), dtype="float64")
+                predict, columns = self.variants[name]
+                output = np.asarray(predict(model_input.loc[rows, columns]), dtype="float64")
                 answers[name] = (rows, output.reshape(int(rows.sum()), -1))  # one row of values per input row
         widths = {name: output.shape[1] for name, (_, output) in answers.items()}
         if len(set(widths.values())) > 1:
@@ -94,6 +107,27 @@ class StickyABModel(PythonModel):
                 "variant": np.where(to_challenger, CHALLENGER, CHAMPION),
             }
         )
+
+
+def load_variant(path: Path) -> tuple[Predict, list[str]]:
+    """A variant's predict function and the input columns it takes (see the module docstring)."""
+    columns = Model.load(str(path)).get_input_schema().input_names()
+    raw_model = path.joinpath(*FEATURE_STORE_DATA, "raw_model")
+    if raw_model.is_dir():
+        return mlflow.pyfunc.load_model(str(raw_model)).predict, columns
+    model = mlflow.pyfunc.load_model(str(path))
+    if (model.metadata.metadata or {}).get(LOOKUPS_METADATA):
+        return _implementation_predict(model), columns
+    return model.predict, columns
+
+
+def _implementation_predict(model: PyFuncModel) -> Predict:
+    """The pyfunc implementation's predict function (the flavor's `predict_fn`), which
+    `PyFuncModel.predict` calls once it enforced the signature (mlflow/pyfunc/__init__.py)."""
+    return getattr(
+        model._model_impl,  # MLflow's stable developer API to the implementation
+        model.metadata.flavors[mlflow.pyfunc.FLAVOR_NAME].get("predict_fn", "predict"),
+    )
 
 
 mlflow.models.set_model(StickyABModel())

@@ -3,6 +3,12 @@
 The same code runs on Databricks (Unity Catalog registry) and locally (the UC-strict local registry).
 A version whose tags match the pair, key column and share is reused, so redeploying registers
 nothing new.
+
+A champion that looks its features up is served so as the A/B model too, so clients send it keys
+alone: logged with `fe.log_model` (Databricks), the A/B model is logged with `fe.log_model` and
+the champion's feature spec (`feature_spec_path`); logged with the local feature store's lookups
+(MLmodel metadata), it is logged with the same lookups and the champion's signature (request inputs
+required, features optional), so the local endpoint looks the features up before it predicts.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -19,10 +26,13 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType, Array
 
+from mlops_template.platform.feature_store import FEATURE_LOOKUPS_METADATA
 from mlops_template.serving import ab_model
 from mlops_template.serving.spec import StickyABSpec, ab_model_name
 
 log = logging.getLogger(__name__)
+
+FEATURE_SPEC_FILE = "feature_spec.yaml"  # written by fe.log_model beside the model it wraps
 
 
 def register_ab_model(
@@ -91,25 +101,56 @@ def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experimen
             # signature has inputs and outputs (mlflow store/_unity_catalog/registry/rest_store.py,
             # `_validate_model_signature`).
             inputs = Schema([*inputs.inputs, ColSpec(AnyType(), key_column)])
+        options: dict[str, Any] = {
+            "python_model": Path(ab_model.__file__),
+            "artifacts": variants,
+            "model_config": {"key_column": key_column, "challenger_share": float(tags["challenger_share"])},
+            "pip_requirements": _requirements(variants.values()),
+        }
+        feature_spec = Path(variants[ab_model.CHAMPION], *ab_model.FEATURE_STORE_DATA, FEATURE_SPEC_FILE)
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"{name.rsplit('.', 1)[-1]} registration"
         ):
-            info = mlflow.pyfunc.log_model(
-                name="ab_model",
-                python_model=Path(ab_model.__file__),
-                artifacts=variants,
-                model_config={"key_column": key_column, "challenger_share": float(tags["challenger_share"])},
-                signature=ModelSignature(inputs=inputs, outputs=_output_schema(champion)),
-                input_example=_input_example(champion, variants[ab_model.CHAMPION], key_column),
-                pip_requirements=_requirements(variants.values()),
-                registered_model_name=name,
-            )
-    version = str(info.registered_model_version)
+            if feature_spec.is_file():
+                version = _log_with_feature_spec(name, feature_spec, _output_schema(champion), options)
+            else:
+                info = mlflow.pyfunc.log_model(
+                    name="ab_model",
+                    signature=ModelSignature(inputs=inputs, outputs=_output_schema(champion)),
+                    input_example=_input_example(champion, variants[ab_model.CHAMPION], key_column),
+                    metadata=_lookups_metadata(champion),
+                    registered_model_name=name,
+                    **options,
+                )
+                version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     log.info("registered %s version %s (%s)", name, version, tags)
     return version
+
+
+def _log_with_feature_spec(name: str, feature_spec: Path, outputs: Schema, options: dict[str, Any]) -> str:
+    """Log the A/B model with `fe.log_model(feature_spec_path=...)` (databricks/ml_features/
+    _training_scoring_client: the spec is saved beside the A/B model, which becomes its
+    `raw_model`, and the signature is derived from the spec) and register it; its version."""
+    from databricks.feature_engineering import FeatureEngineeringClient
+
+    info = FeatureEngineeringClient().log_model(
+        model=options.pop("python_model"),
+        artifact_path="ab_model",
+        flavor=mlflow.pyfunc,
+        feature_spec_path=str(feature_spec),
+        output_schema=outputs,
+        **options,
+    )
+    return str(mlflow.register_model(info.model_uri, name).version)
+
+
+def _lookups_metadata(champion: Model) -> dict[str, Any] | None:
+    """The champion's local feature lookups, for the A/B model's MLmodel metadata (None: none)."""
+    lookups = (champion.metadata or {}).get(FEATURE_LOOKUPS_METADATA)
+    return {FEATURE_LOOKUPS_METADATA: lookups} if lookups else None
 
 
 def _output_schema(champion: Model) -> Schema:

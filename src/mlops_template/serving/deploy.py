@@ -18,6 +18,8 @@ from databricks.sdk.service.serving import (
     EndpointStateConfigUpdate,
     EndpointStateReady,
     EndpointTag,
+    ServedEntityInput,
+    ServedEntityOutput,
     ServingEndpointAccessControlRequest,
     ServingEndpointDetailed,
     ServingEndpointPermissionLevel,
@@ -299,23 +301,30 @@ def _settled_and_ready(endpoint: ServingEndpointDetailed) -> bool:
 
 
 def _serves_entities(endpoint: ServingEndpointDetailed, request: DatabricksEndpointRequest) -> bool:
-    """Whether the endpoint's current config has the requested served entities and routes."""
+    """Whether the endpoint's current config has the requested served entities (with their
+    environment variables, e.g. feature tracing) and routes."""
     current = endpoint.config
     if current is None:
         return False
-    have = {
-        (e.name, e.entity_name, e.entity_version, e.workload_size, bool(e.scale_to_zero_enabled))
-        for e in current.served_entities or []
-    }
-    want = {
-        (e.name, e.entity_name, e.entity_version, e.workload_size, bool(e.scale_to_zero_enabled))
-        for e in request.config.served_entities or []
-    }
+    have = {_entity_key(e) for e in current.served_entities or []}
+    want = {_entity_key(e) for e in request.config.served_entities or []}
     routes = current.traffic_config.routes if current.traffic_config else None
     wanted_routes = request.config.traffic_config.routes if request.config.traffic_config else None
     return have == want and {(r.served_entity_name, r.traffic_percentage) for r in routes or []} == {
         (r.served_entity_name, r.traffic_percentage) for r in wanted_routes or []
     }
+
+
+def _entity_key(entity: ServedEntityOutput | ServedEntityInput) -> tuple[object, ...]:
+    variables = tuple(sorted((entity.environment_vars or {}).items()))
+    return (
+        entity.name,
+        entity.entity_name,
+        entity.entity_version,
+        entity.workload_size,
+        bool(entity.scale_to_zero_enabled),
+        variables,
+    )
 
 
 def _table_matches(endpoint: ServingEndpointDetailed, request: DatabricksEndpointRequest) -> bool:

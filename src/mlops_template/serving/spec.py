@@ -8,6 +8,7 @@ serving control plane alike.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,13 +44,16 @@ class _Spec(BaseModel):
 
 
 class ServedEntitySpec(_Spec):
-    """One registered model version behind the endpoint."""
+    """One registered model version behind the endpoint, and the environment variables it is
+    served with (`ServedEntityInput.environment_vars`; left out of its dump when none, so the
+    served entity ids of entities without any stay as they were)."""
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=63)
     entity_name: str
     entity_version: str = Field(pattern=r"^[0-9]+$")
     workload_size: WorkloadSize = "Small"
     scale_to_zero: bool = True
+    environment_vars: dict[str, str] = Field(default_factory=dict, exclude_if=lambda value: not value)
 
     @field_validator("entity_name")
     @classmethod
@@ -190,13 +194,14 @@ def endpoint_config(
     git_sha: str,
     sticky_ab: StickyABSpec | None = None,
     query_group: str = "",
+    environment_vars: Mapping[str, str] | None = None,
 ) -> EndpointConfig:
     """The endpoint serving the champion alone; or, with `sticky_ab`, the sticky A/B model as its only
     served entity; or, with a `challenger_version` and a positive `challenger_traffic_percent`, a
     canary: champion and challenger routed 100 - p / p percent per request, as Databricks splits
     an endpoint's traffic between served entities ("Serve multiple models to a model serving
     endpoint", docs.databricks.com: `traffic_config.routes`, e.g. 90 / 10). A `query_group` gets
-    CAN_QUERY on the endpoint."""
+    CAN_QUERY on the endpoint. Every served entity gets `environment_vars`."""
     if not 0 <= challenger_traffic_percent <= 100:
         raise ValueError(
             f"the challenger's traffic percent must be within 0..100, got {challenger_traffic_percent}"
@@ -221,6 +226,7 @@ def endpoint_config(
             entity_version=version,
             workload_size=workload_size,
             scale_to_zero=scale_to_zero,
+            environment_vars=dict(environment_vars or {}),
         )
         for version in versions
     ]
@@ -249,6 +255,7 @@ def build_endpoint_config(config: EndpointConfig) -> DatabricksEndpointRequest:
             entity_version=entity.entity_version,
             workload_size=entity.workload_size,
             scale_to_zero_enabled=entity.scale_to_zero,
+            environment_vars=dict(entity.environment_vars) or None,
         )
         for entity in config.served_entities
     ]

@@ -1,5 +1,9 @@
 """Task `batch_score`: score the prepared rows with the champion through spark_udf into a predictions table.
 
+A champion logged with its feature lookups looks its features up as of each row itself
+(`fe.score_batch` on Databricks, the same point-in-time join locally); any other champion scores
+the rows joined with their point-in-time features.
+
 Before any version has passed the validation gate there is no champion: the task says so and
 succeeds without scoring (the first run of a pipeline whose challenger was rejected).
 """
@@ -42,8 +46,12 @@ def run(platform: Platform, config: BatchScoreConfig) -> None:
         rows = rows.where(F.col(spec.event_timestamp) >= F.lit(config.start))
     if config.end is not None:
         rows = rows.where(F.col(spec.event_timestamp) < F.lit(config.end))
-    features = build_feature_set(platform, spec, rows, config.schema_)
-    predictions = score(features, model, dt.datetime.now(dt.UTC).replace(tzinfo=None), spec)
+    scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    store = platform.feature_store
+    if store.logged_with_lookups(model.uri):
+        predictions = score(rows, model, scored_at, spec, feature_store=store)
+    else:
+        predictions = score(build_feature_set(platform, spec, rows, config.schema_), model, scored_at, spec)
     table = spec.predictions_table_name(config.schema_)
     platform.merge_table(predictions, table, keys=[spec.row_id])
     count = platform.read_table(table).where(F.col("model_version") == model.version).count()

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -44,6 +44,9 @@ def check_schema_name(name: str) -> str:
 
 
 SchemaName = Annotated[str, AfterValidator(check_schema_name)]
+# Where a served model gets the features its lookups produce (bundle variable `serving_features`):
+# `lookup` from the online store, `request` sent by the client (no online store, e.g. Free Edition).
+ServingFeatures = Literal["lookup", "request"]
 
 
 class PipelineTaskConfig(TaskConfig):

@@ -7,6 +7,11 @@ tries it live: `canary` serves champion and challenger with a per-request split
 which keeps each value of `--ab-key-column` on one variant (`--challenger-percent` of the keys to
 the challenger). `replace` never serves a challenger. The task is idempotent: it changes nothing
 when the endpoint already serves what it should, and records when the challenger began being served.
+
+`--serving-features=lookup` (default) serves models that look their features up in the online store:
+every served entity gets `ENABLE_FEATURE_TRACING=true`, so the inference table logs the features
+looked up (Databricks: "Log feature lookup DataFrames to inference tables"); `request` serves models
+whose clients send every input (Free Edition, which has no online store).
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from mlops_template.serving.spec import (
     endpoint_config,
     served_versions,
 )
-from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
+from mlops_template.tasks.common import PipelineTaskConfig, ServingFeatures, task_entry_point
 
 log = logging.getLogger(__name__)
+
+# The served entity variable that logs the looked-up features in the inference table.
+FEATURE_TRACING = {"ENABLE_FEATURE_TRACING": "true"}
 
 
 class DeployConfig(PipelineTaskConfig):
@@ -53,6 +61,7 @@ class DeployConfig(PipelineTaskConfig):
     git_sha: str = ""
     query_group: str = ""  # a group granted CAN_QUERY on the endpoint; empty: none
     ready_timeout_minutes: int = Field(default=45, gt=0)  # per wait for a config update
+    serving_features: ServingFeatures = "lookup"  # lookup: from the online store; request: sent
 
     @field_validator("endpoint_name")
     @classmethod
@@ -166,6 +175,7 @@ def planned_deployment(platform: Platform, config: DeployConfig) -> Deployment:
         git_sha=config.git_sha or "unknown",
         sticky_ab=_sticky_ab(platform, config, ab_test) if ab_test else None,
         query_group=config.query_group,
+        environment_vars=FEATURE_TRACING if config.serving_features == "lookup" else None,
     )
     return Deployment(spec=spec, experiment=experiment)
 

@@ -12,7 +12,7 @@ from mlops_template.monitoring.tables import read_fresh
 from mlops_template.monitoring.unpack import unpack_into
 from mlops_template.platform import Platform
 from mlops_template.problem_spec import load_problem
-from mlops_template.tasks.common import TaskConfig, task_entry_point
+from mlops_template.tasks.common import PipelineTaskConfig, task_entry_point
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,10 @@ PAYLOAD_PRODUCER = (
 )
 
 
-class MonitorUnpackConfig(TaskConfig):
+class MonitorUnpackConfig(PipelineTaskConfig):
+    """`--schema`: the feature tables' `catalog.schema`, for the rows whose looked-up features the
+    endpoint did not log."""
+
     payload_table: str
     monitoring_table: str
     ground_truth_table: str = ""  # empty or absent: predictions stay unlabeled
@@ -47,6 +50,7 @@ def run(platform: Platform, config: MonitorUnpackConfig) -> None:
         labels,
         late_arrival=dt.timedelta(minutes=config.late_arrival_minutes),
         spec=spec,
+        feature_schema=config.schema_,
     )
     log.info(
         "unpacked %d requests (%d rows), completed %d older rows",

@@ -30,6 +30,7 @@ SPARK_TYPES = {
     "integer": "int",
     "boolean": "boolean",
     "string": "string",
+    "datetime": "timestamp",
 }
 
 
@@ -61,6 +62,24 @@ def _check_training_set(df: DataFrame, spec: ProblemSpec) -> None:
     missing = [name for name in [*spec.input_names, spec.label, spec.row_id] if name not in df.columns]
     if missing:
         raise TrainingSetError(f"the training set lacks the columns {missing}; it has {df.columns}")
+
+
+def check_input_types(df: DataFrame, spec: ProblemSpec) -> None:
+    """Fail naming every model input whose column type is not the spec's: a model logged with its
+    feature lookups gets its signature from the training set's types (as `fe.log_model` does), so
+    they must be the types the model is fitted and scored with."""
+    _check_training_set(df, spec)
+    wrong = [
+        f"{i.name} is {df.schema[i.name].dataType.simpleString()}, the spec says {i.type} "
+        f"({SPARK_TYPES[i.type]})"
+        for i in spec.model_inputs
+        if df.schema[i.name].dataType.simpleString() != SPARK_TYPES[i.type]
+    ]
+    if wrong:
+        raise TrainingSetError(
+            f"model input types differ from the training set: {'; '.join(wrong)}. Declare the column's "
+            "type in the spec's model_inputs, or cast it where the prepared or feature table is made"
+        )
 
 
 def _check_labels(labels: pd.Series, spec: ProblemSpec) -> None:

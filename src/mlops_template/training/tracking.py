@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import shutil
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -17,6 +23,7 @@ from mlflow.data.spark_dataset_source import SparkDatasetSource
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
+from mlops_template.platform.feature_store import FeatureStore, TrainingSet
 from mlops_template.problem_spec import ProblemSpec
 from mlops_template.training.evaluate import Metrics
 from mlops_template.training.model import TrainedModel
@@ -47,6 +54,7 @@ GENERIC_TRUSTED_TYPES = ("numpy.dtype",)
 # `model_packages`), and nothing to infer. Letting MLflow infer requirements would load the model
 # in a subprocess on every log (~12 s).
 _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "pandas", "numpy")
+_PACKAGE = __name__.partition(".")[0]
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,38 @@ def model_requirements(spec: ProblemSpec) -> list[str]:
     return [f"{package}=={version(package)}" for package in (*_MODEL_PACKAGES, *spec.model_packages)]
 
 
+@contextmanager
+def model_code(spec: ProblemSpec) -> Iterator[list[str]]:
+    """`code_paths` shipping this package's modules the fitted model is made of (its trusted types
+    from here, e.g. a problem's own transformer), with their packages' `__init__` files: the
+    serving container has MLflow and the pip requirements, not this package."""
+    modules = sorted(
+        {name.rpartition(".")[0] for name in spec.trusted_types if name.startswith(f"{_PACKAGE}.")}
+    )
+    if not modules:
+        yield []
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        for module in modules:
+            parts = module.split(".")
+            for depth in range(1, len(parts)):
+                _copy_module(".".join(parts[:depth]), root, package=True)
+            _copy_module(module, root, package=False)
+        yield [str(root / _PACKAGE)]
+
+
+def _copy_module(name: str, root: Path, *, package: bool) -> None:
+    source = Path(importlib.import_module(name).__file__ or "")
+    target = (
+        root.joinpath(*name.split(".")) / "__init__.py"
+        if package
+        else root.joinpath(*name.split(".")).with_suffix(".py")
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
 def _dataset(spec: ProblemSpec, frame: pd.DataFrame, source_table: str, name: str) -> PandasDataset:
     """What the model saw (inputs and label), sourced from the prepared table."""
     return mlflow.data.from_pandas(
@@ -124,11 +164,24 @@ def _model_output(trained: TrainedModel, sample: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(sample) if trained.spec.is_classifier else model.predict(sample)
 
 
-def log_training_run(experiment_id: str, trained: TrainedModel, context: RunContext) -> TrainingRun:
+@dataclass(frozen=True)
+class FeatureServing:
+    """Log the model with the feature lookups of `training_set` (the set whose source columns are
+    a request's inputs): serving and batch scoring then look its features up from keys."""
+
+    feature_store: FeatureStore
+    training_set: TrainingSet
+
+
+def log_training_run(
+    experiment_id: str, trained: TrainedModel, context: RunContext, lookups: FeatureServing | None = None
+) -> TrainingRun:
     """Log `trained` in a new run of the experiment and return the run and model URI.
 
     A classifier is logged to return per-class probabilities (`predict_proba`) through pyfunc,
-    hence serving and spark_udf; the generic code takes the probability of label 1.
+    hence serving and spark_udf; the generic code takes the probability of label 1. With `lookups`
+    the model is logged through the feature store (`fe.log_model` on Databricks) and its input
+    example is a request: the request inputs alone.
     """
     spec = trained.spec
     tags = run_tags(context)
@@ -148,16 +201,30 @@ def log_training_run(experiment_id: str, trained: TrainedModel, context: RunCont
         mlflow.log_input(holdout_data, context="evaluation")
 
         sample = trained.train[spec.input_names].head(SIGNATURE_SAMPLE_ROWS)
-        model_info = mlflow.sklearn.log_model(
-            trained.model,
-            name=MODEL_ARTIFACT,
-            signature=model_signature(spec, sample, _model_output(trained, sample)),
-            input_example=sample.head(INPUT_EXAMPLE_ROWS),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=[*GENERIC_TRUSTED_TYPES, *spec.trusted_types],
-            pip_requirements=model_requirements(spec),
-            pyfunc_predict_fn="predict_proba" if spec.is_classifier else "predict",
-        )
+        with model_code(spec) as code_paths:
+            options: dict[str, Any] = {
+                "signature": model_signature(spec, sample, _model_output(trained, sample)),
+                "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                "skops_trusted_types": [*GENERIC_TRUSTED_TYPES, *spec.trusted_types],
+                "pip_requirements": model_requirements(spec),
+                "pyfunc_predict_fn": "predict_proba" if spec.is_classifier else "predict",
+                "code_paths": code_paths or None,
+            }
+            if lookups is None:
+                example = sample.head(INPUT_EXAMPLE_ROWS)
+                model_info = mlflow.sklearn.log_model(
+                    trained.model, name=MODEL_ARTIFACT, input_example=example, **options
+                )
+            else:
+                example = sample[spec.request_input_names].head(INPUT_EXAMPLE_ROWS)
+                model_info = lookups.feature_store.log_model(
+                    model=trained.model,
+                    name=MODEL_ARTIFACT,
+                    flavor=mlflow.sklearn,
+                    training_set=lookups.training_set,
+                    input_example=example,
+                    **options,
+                )
         mlflow.log_metrics(
             trained.metrics.as_dict(METRIC_PREFIX), model_id=model_info.model_id, dataset=holdout_data
         )

@@ -1,12 +1,14 @@
-"""Held-out rows for simulated traffic: new source rows with the model's inputs built as for scoring.
+"""Held-out rows for simulated traffic: new source rows with every model input built as for training.
 
 The rows come from the problem spec's `sample_source` with another seed than the pipeline's
 source, over the same period, prepared with the spec's `prepare`. Their feature tables are
 computed from these rows with the spec's own `compute` functions and looked up as of each row with
-the spec's feature lookups (the local feature store's point-in-time join), so clean traffic
-follows the training distribution: the population must have as many rows as the pipeline's
-source for aggregates over entities to compare. Everything here is plain Spark over DataFrames:
-no table, no metastore.
+the spec's feature lookups (the local feature store's point-in-time join, defaults included), so
+clean traffic follows the training distribution: the population must have as many rows as the
+pipeline's source for aggregates over entities to compare. The simulator sends these looked-up
+values with the request inputs: a replay of a past period must not depend on the online store's
+latest rows (sent values override the endpoint's lookup). Everything here is plain Spark over
+DataFrames: no table, no metastore.
 """
 
 from __future__ import annotations
@@ -36,7 +38,5 @@ def held_out_rows(spark: SparkSession, spec: ProblemSpec, rows: int, seed: int =
         for table in spec.feature_tables
     }
     lookups = spec.feature_lookups({name: name for name in tables})
-    with_features = point_in_time_join(
-        spec.add_lookup_inputs(prepared), lookups, tables, spec.label, spec.lookup_helper_columns
-    )
+    with_features = point_in_time_join(prepared, lookups, tables, spec.label)
     return with_features.select(spec.row_id, *input_columns(spec), spec.label)

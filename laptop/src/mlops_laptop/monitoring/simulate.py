@@ -99,9 +99,12 @@ def check_loopback(url: str) -> str:
 
 
 def _json_value(value: Any, kind: str) -> Any:
-    """A pandas cell as JSON for an input of MLflow type `kind`: missing values null."""
+    """A pandas cell as JSON for an input of MLflow type `kind`: missing values null, times as
+    ISO-8601 text (naive UTC, as MLflow reads a datetime input)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
+    if kind == "datetime":
+        return pd.Timestamp(value).isoformat()
     if isinstance(value, np.generic):
         value = value.item()
     if kind in ("long", "integer"):
@@ -112,7 +115,8 @@ def _json_value(value: Any, kind: str) -> Any:
 
 
 def _records(rows: pd.DataFrame, spec: ProblemSpec) -> list[dict[str, Any]]:
-    """JSON-ready rows: the row id and the inputs in their types, missing inputs null."""
+    """JSON-ready rows: the row id and every model input in its type (the looked-up ones too: sent
+    values override the endpoint's lookup), missing inputs null."""
     kinds = {spec.row_id: "string" if rows[spec.row_id].dtype == object else "long"}
     kinds |= {model_input.name: model_input.type for model_input in spec.model_inputs}
     return [
@@ -140,13 +144,14 @@ def request_body(
 
 def _bad_value(spec: ProblemSpec) -> tuple[str, Any]:
     """An input and a value the model refuses: text for the first numeric input, else an object."""
-    numeric = [i.name for i in spec.model_inputs if i.type != "string"]
+    numeric = [i.name for i in spec.model_inputs if i.type in ("double", "long", "integer")]
     return (numeric[0], BAD_VALUE) if numeric else (spec.input_names[0], {"not": "a string"})
 
 
 def malformed_body(rows: pd.DataFrame, how: str, client_request_id: str, spec: ProblemSpec) -> bytes:
-    """A body the endpoint refuses: broken JSON, no input format, a mistyped or a missing input."""
-    first = spec.input_names[0]
+    """A body the endpoint refuses: broken JSON, no input format, a mistyped input or a missing
+    request input (a looked-up one may be left out: the endpoint looks it up)."""
+    first = spec.request_input_names[0]
     if how == "not_json":
         return f'{{"dataframe_records": [{{"{first}": 1.5'.encode()
     records = _records(rows, spec)

@@ -1,33 +1,47 @@
-"""Feature tables and point-in-time training sets over local Spark tables.
+"""Feature tables, point-in-time training sets, models that look features up, and the online copy,
+over local Spark tables.
 
 A feature table is a managed Spark table whose primary keys and timestamp key are recorded as
 table properties, so they live in the metastore with the table, as Unity Catalog keeps them.
 Writes create the table or merge by primary key; `create_training_set` accepts the same
 `databricks.feature_engineering.FeatureLookup` objects as Databricks and joins each row with the
 latest feature row of its key at or before its lookup time, within the lookback window.
+
+`log_model` logs a model as `fe.log_model` does, with its lookups recorded in the MLmodel
+metadata (`FEATURE_LOOKUPS_METADATA`); `score_batch` looks them up as of each row (the same join)
+and predicts; `publish_table` writes the latest row per key to the local online store
+(platform/online_store.py), which the local endpoint reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from mlops_laptop.platform.online_store import write_snapshot
 from mlops_template.platform.base import MissingTableError
+from mlops_template.platform.feature_store import FEATURE_LOOKUPS_METADATA, LookupSpec, model_lookups
 
 if TYPE_CHECKING:
+    import pandas as pd
     from databricks.feature_engineering import FeatureLookup
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
     from pyspark.sql import SparkSession
 
     from mlops_laptop.platform.local import LocalPlatform
+    from mlops_template.platform.feature_store import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +76,20 @@ class FeatureTable:
         return [key for key in self.primary_keys if key != self.timestamp_key]
 
 
+PREDICTION = "prediction"  # the column score_batch adds (as fe.score_batch)
+
+
 @dataclass(frozen=True)
 class LocalTrainingSet:
-    """The result of `create_training_set`, loaded as Databricks' TrainingSet is."""
+    """The result of `create_training_set`, loaded as Databricks' TrainingSet is, with what
+    `log_model` records: the lookups, the label, the source columns of the DataFrame (neither
+    label nor excluded) and the feature columns the lookups added."""
 
     df: DataFrame
+    feature_lookups: tuple[FeatureLookup, ...]
+    label: str | None
+    source_columns: tuple[str, ...]
+    feature_columns: tuple[str, ...]
 
     def load_df(self) -> DataFrame:
         return self.df
@@ -130,7 +153,90 @@ class LocalFeatureStore:
             )
             for lookup in feature_lookups
         }
-        return LocalTrainingSet(point_in_time_join(df, feature_lookups, tables, label, exclude_columns))
+        joined = point_in_time_join(df, feature_lookups, tables, label, exclude_columns)
+        inputs = [column for column in joined.columns if column != label]
+        return LocalTrainingSet(
+            joined,
+            tuple(feature_lookups),
+            label,
+            source_columns=tuple(column for column in inputs if column in df.columns),
+            feature_columns=tuple(column for column in inputs if column not in df.columns),
+        )
+
+    def log_model(
+        self, *, model: Any, name: str, flavor: ModuleType, training_set: TrainingSet, **kwargs: Any
+    ) -> ModelInfo:
+        """`flavor.log_model` with the signature `fe.log_model` gives a model of a training set
+        (source columns required, features optional, types of the training set; outputs of the
+        `signature` given) and the lookups recorded in the MLmodel metadata."""
+        if not isinstance(training_set, LocalTrainingSet):
+            raise FeatureStoreError(
+                "log_model needs the training set create_training_set returned, got "
+                f"{type(training_set).__name__}"
+            )
+        given: ModelSignature | None = kwargs.pop("signature", None)
+        lookups = _recorded_lookups(training_set)
+        metadata = {
+            **kwargs.pop("metadata", {}),
+            FEATURE_LOOKUPS_METADATA: [spec.to_dict() for spec in lookups],
+        }
+        signature = _lookup_signature(training_set, None if given is None else given.outputs)
+        return flavor.log_model(model, name=name, signature=signature, metadata=metadata, **kwargs)
+
+    def logged_with_lookups(self, model_uri: str) -> bool:
+        from mlflow.models import Model
+
+        return bool(model_lookups(Model.load(model_uri)))
+
+    def score_batch(self, *, model_uri: str, df: DataFrame, result_type: str) -> DataFrame:
+        """As fe.score_batch: `df`'s columns, then the model inputs it lacks (looked up as of each
+        row; a feature column `df` has is used as given), then `prediction`."""
+        import mlflow
+        from mlflow.models import Model
+
+        model = Model.load(model_uri)
+        lookups = model_lookups(model)
+        if model.signature is None:
+            raise FeatureStoreError(f"model {model_uri} has no signature: log it with log_model")
+        inputs = model.signature.inputs.input_names()
+        _check_scoring_columns(df, lookups, [i.name for i in model.signature.inputs.inputs if i.required])
+        tables = {
+            spec.table_name: (
+                self.get_table(spec.table_name),
+                self._platform.read_table(spec.table_name, produced_by=FEATURE_JOB),
+            )
+            for spec in lookups
+        }
+        joined = point_in_time_join(df, [spec.to_feature_lookup() for spec in lookups], tables, label=None)
+        udf = mlflow.pyfunc.spark_udf(
+            df.sparkSession, model_uri, result_type=result_type, env_manager="local"
+        )
+        added = [column for column in inputs if column not in df.columns]
+        return joined.select(
+            *[_col(column) for column in [*df.columns, *added]],
+            udf(F.struct(*[_col(column) for column in inputs])).alias(PREDICTION),
+        )
+
+    def publish_table(self, *, source_table_name: str, online_store: str) -> None:
+        """The latest row of each entity key of the feature table, written as its snapshot in the
+        local online store (`online_store` names the Databricks store; locally there is one)."""
+        table = self.get_table(source_table_name)
+        rows = self._platform.read_table(source_table_name, produced_by=FEATURE_JOB)
+        newest_first = Window.partitionBy(*[_col(key) for key in table.entity_keys]).orderBy(
+            _col(table.timestamp_key).desc()
+        )
+        latest = rows.withColumn(_ROW, F.row_number().over(newest_first)).where(F.col(_ROW) == 1).drop(_ROW)
+        frame = _typed_pandas(latest)
+        path = write_snapshot(
+            self._platform.state_dir, source_table_name, frame, table.entity_keys, table.timestamp_key
+        )
+        log.info(
+            "published %d keys of %s to the local online store (Databricks: online store %s): %s",
+            len(frame),
+            source_table_name,
+            online_store,
+            path,
+        )
 
     def _find_table(self, name: str) -> FeatureTable | None:
         if not self._platform.table_exists(name):
@@ -191,6 +297,73 @@ def point_in_time_join(
             result = _fill_defaults(_lookup(result, lookup, table, features, wanted), lookup.default_values)
     columns = _training_columns(df.columns, outputs, label, exclude_columns)
     return result.select(*[_col(column) for column in columns])
+
+
+def _recorded_lookups(training_set: LocalTrainingSet) -> list[LookupSpec]:
+    """The lookups as the model looks them up: only the features the training set has (fe.log_model
+    leaves out excluded features and those the DataFrame gave)."""
+    kept = set(training_set.feature_columns)
+    specs = []
+    for lookup in training_set.feature_lookups:
+        spec = LookupSpec.of(lookup)
+        features = tuple(pair for pair in spec.features if pair[1] in kept)
+        if features:
+            defaults = {k: v for k, v in spec.default_values.items() if k in {o for _, o in features}}
+            specs.append(dataclasses.replace(spec, features=features, default_values=defaults))
+    return specs
+
+
+def _lookup_signature(training_set: LocalTrainingSet, outputs: Any) -> ModelSignature:
+    """The input schema `fe.log_model` derives from a training set (`get_input_schema_from_feature_spec`
+    in databricks/ml_features/utils/signature_utils.py: source columns required, features optional),
+    with the Spark-to-MLflow types of that module."""
+    from databricks.ml_features.utils.signature_utils import convert_spark_data_type_to_mlflow_signature_type
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    schema = training_set.df.schema
+    columns = [(c, True) for c in training_set.source_columns] + [
+        (c, False) for c in training_set.feature_columns
+    ]
+    specs = []
+    for column, required in columns:
+        spark_type = schema[column].dataType.simpleString()
+        mlflow_type = convert_spark_data_type_to_mlflow_signature_type(spark_type)
+        if mlflow_type is None:
+            raise FeatureStoreError(
+                f"log_model: column '{column}' of the training set is {spark_type}, which an MLflow "
+                "signature cannot describe: cast it or exclude it"
+            )
+        specs.append(ColSpec(mlflow_type, column, required=required))
+    return ModelSignature(inputs=Schema(specs), outputs=outputs)
+
+
+def _check_scoring_columns(df: DataFrame, lookups: Sequence[LookupSpec], required: Sequence[str]) -> None:
+    """What fe.score_batch checks first: no `prediction` column, and every lookup key and required
+    (source) input present."""
+    if PREDICTION in df.columns:
+        raise FeatureStoreError(
+            f"score_batch adds the column '{PREDICTION}'; the DataFrame already has one: rename it"
+        )
+    keys = [key for spec in lookups for key in (*spec.lookup_key, spec.timestamp_lookup_key) if key]
+    needed = list(dict.fromkeys([*keys, *required]))
+    if missing := [column for column in needed if column not in df.columns]:
+        raise FeatureStoreError(
+            f"the DataFrame to score lacks the columns {missing}: the model's lookup keys and request "
+            f"inputs are {needed}"
+        )
+
+
+def _typed_pandas(df: DataFrame) -> pd.DataFrame:
+    """`df` in pandas with integer and boolean columns nullable (Int64, boolean), so a null does
+    not turn them into floats or objects."""
+    frame = df.toPandas()
+    for field in df.schema.fields:
+        if isinstance(field.dataType, T.ByteType | T.ShortType | T.IntegerType | T.LongType):
+            frame[field.name] = frame[field.name].astype("Int64")
+        elif isinstance(field.dataType, T.BooleanType):
+            frame[field.name] = frame[field.name].astype("boolean")
+    return frame
 
 
 def _check_key_columns(name: str, df: DataFrame, keys: tuple[str, ...], timestamp_key: str) -> None:

@@ -3,9 +3,11 @@ serving-endpoints REST API of `control_plane`) over the local endpoints.
 
 Routes: `POST /serving-endpoints/{name}/invocations` (traffic split by the endpoint's routes, per
 request), `POST /serving-endpoints/{name}/served-models/{served}/invocations` (one served entity),
-`GET /ping`, `GET /health`. Every invocation, answered or refused, is one inference-table record.
-Answers carry Databricks' `served-model-name` header. Errors are JSON `{"error_code", "message"}`:
-4xx for anything the client got wrong, 5xx when the model or the server fails on a valid request.
+`GET /ping`, `GET /health`. Every invocation, answered or refused, is one inference-table record;
+for a served entity with `ENABLE_FEATURE_TRACING=true` its logged response also holds the features
+looked up (`databricks_output.feature_lookup`). Answers carry Databricks' `served-model-name`
+header. Errors are JSON `{"error_code", "message"}`: 4xx for anything the client got wrong, 5xx
+when the model or the server fails on a valid request.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from starlette.routing import Route
 
 from mlops_laptop.serving.control_plane import API, ApiError, ControlPlane
 from mlops_laptop.serving.endpoint import Endpoint, ServedModel
+from mlops_laptop.serving.feature_lookup import LookupRecord
 from mlops_laptop.serving.inference_table import (
     REQUEST_TOO_LARGE,
     RESPONSE_TOO_LARGE,
@@ -76,6 +79,7 @@ class _Exchange:
     request: str | None = None
     client_request_id: str | None = None
     served: ServedModel | None = None
+    lookup: LookupRecord | None = None  # logged only when the served entity traces its features
 
 
 class EndpointService:
@@ -187,7 +191,7 @@ class EndpointService:
             invocation = await _offload(len(body), parse_invocation, payload, served.schema)
             served.check_params(invocation.params)
             try:
-                output = await predict(invocation.frame, invocation.params)
+                scored = await predict(invocation.frame, invocation.params)
             except InvocationError:  # the input does not conform to the model's schema
                 raise
             except Exception as error:  # a valid request the model failed on: the server's fault
@@ -195,8 +199,10 @@ class EndpointService:
                 raise InvocationError(
                     500, f"the model {served.name} failed: {type(error).__name__}: {error}"
                 ) from None
+        if served.traces_features:
+            exchange.lookup = scored.lookup
         response = io.StringIO()
-        predictions_to_json(output, response)
+        predictions_to_json(scored.predictions, response)
         return response.getvalue()
 
     async def _load(self, name: str) -> Endpoint:
@@ -226,6 +232,8 @@ class EndpointService:
         if endpoint.table is None:
             return
         request_text, request_codes = logged_payload(exchange.request, REQUEST_TOO_LARGE)
+        if exchange.lookup is not None and status == 200:
+            response = _with_feature_lookup(response, exchange.lookup)
         response_text, response_codes = logged_payload(response, RESPONSE_TOO_LARGE)
         if status == 413:
             request_codes = [REQUEST_TOO_LARGE]
@@ -271,6 +279,14 @@ def create_app(
     return Starlette(
         routes=routes, lifespan=service.lifespan, exception_handlers={HTTPException: _http_error}
     )
+
+
+def _with_feature_lookup(response: str, lookup: LookupRecord) -> str:
+    """The answer as the inference table logs it with feature tracing on: the client's
+    `{"predictions": ...}` plus `"databricks_output": {"feature_lookup": {"columns", "data",
+    "defaulted"}}` (the client does not receive it)."""
+    output = json.dumps({"feature_lookup": lookup.to_dict()})
+    return f'{response.removesuffix("}")}, "databricks_output": {output}}}'
 
 
 def _served_model(endpoint: Endpoint, served: str | None) -> ServedModel:

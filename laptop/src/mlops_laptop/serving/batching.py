@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,13 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[pd.DataFrame, dict[str, Any] | None], Any]
+
+
+@runtime_checkable
+class Splittable(Protocol):
+    """A batch output that cuts itself into one part per request (`split_rows` cuts the others)."""
+
+    def split(self, lengths: list[int]) -> list[Any]: ...
 
 
 @dataclass
@@ -147,7 +154,7 @@ class MicroBatcher:
                 group[0].frame if len(group) == 1 else pd.concat([p.frame for p in group], ignore_index=True)
             )
             output = await loop.run_in_executor(self._executor, self._call, frame, params)
-            parts = _split(output, [len(p.frame) for p in group])
+            parts = split_rows(output, [len(p.frame) for p in group])
         except Exception as error:
             if len(group) == 1:
                 _settle(group[0].future, error=error)
@@ -174,10 +181,12 @@ def _by_params(batch: list[_Pending]) -> list[list[_Pending]]:
     return list(groups.values())
 
 
-def _split(output: Any, lengths: list[int]) -> list[Any]:
+def split_rows(output: Any, lengths: list[int]) -> list[Any]:
     """Cut a batch's output back into one part per request, in order."""
     if len(lengths) == 1:
         return [output]
+    if isinstance(output, Splittable):
+        return output.split(lengths)
     if isinstance(output, pd.DataFrame | pd.Series):
         rows: Any = output.iloc
     elif isinstance(output, np.ndarray | list):

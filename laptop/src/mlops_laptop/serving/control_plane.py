@@ -71,6 +71,7 @@ from mlops_laptop.serving.endpoint_state import (
     save_record,
     write_discovery,
 )
+from mlops_laptop.serving.feature_lookup import FEATURE_TRACING_VARIABLE
 from mlops_laptop.serving.inference_table import InferenceTableWriter
 from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import (
@@ -454,7 +455,7 @@ class ControlPlane:
             if (entity_id := served_entity_id(name, entity)) in kept:
                 models[entity.name] = kept[entity_id]
                 continue
-            model = ServedModel.load(name, entity, self.settings.batching)
+            model = ServedModel.load(name, entity, self.settings.batching, self.state_dir)
             rows = model.check_example()
             log.info("endpoint %s: %s answered its input example (%d rows)", name, entity.name, rows)
             models[entity.name] = model
@@ -606,8 +607,8 @@ def _refuse_unemulated(config: EndpointCoreConfigInput) -> None:
     docs.databricks.com/machine-learning/model-serving/enable-model-serving-inference-tables.html),
     the deprecated `served_models`, `workload_size` with provisioned concurrency ("Do not use if
     min_provisioned_concurrency and max_provisioned_concurrency are specified", `ServedEntityInput`)
-    and served entity settings it cannot honour (GPU workloads, environment variables, instance
-    profiles, external models, provisioned throughput)."""
+    and served entity settings it cannot honour (GPU workloads, environment variables but
+    `ENABLE_FEATURE_TRACING`, instance profiles, external models, provisioned throughput)."""
     if config.auto_capture_config is not None:
         raise invalid(
             "auto_capture_config (legacy inference tables) can no longer be enabled on Databricks: "
@@ -624,9 +625,17 @@ def _refuse_unemulated(config: EndpointCoreConfigInput) -> None:
                 "min_provisioned_concurrency / max_provisioned_concurrency: give one or the other"
             )
         workload_type = entity.workload_type.value if entity.workload_type else "CPU"
+        variables = entity.environment_vars or {}
+        tracing = variables.get(FEATURE_TRACING_VARIABLE)
+        if tracing is not None and tracing not in ("true", "false"):
+            raise invalid(
+                f"served entity {label}: environment variable {FEATURE_TRACING_VARIABLE} must be 'true' or "
+                f"'false', got {tracing!r}"
+            )
+        others = sorted(set(variables) - {FEATURE_TRACING_VARIABLE})
         unemulated = {
             "workload_type": not workload_type.startswith("CPU"),
-            "environment_vars": bool(entity.environment_vars),
+            "environment_vars": bool(others),
             "instance_profile_arn": entity.instance_profile_arn is not None,
             "external_model": entity.external_model is not None,
             "provisioned_model_units": entity.provisioned_model_units is not None,
@@ -635,6 +644,8 @@ def _refuse_unemulated(config: EndpointCoreConfigInput) -> None:
         }
         if fields := [name for name, given in unemulated.items() if given]:
             detail = f" {workload_type}" if unemulated["workload_type"] else ""
+            if others:
+                detail += f" {others} (of the environment variables it honours {FEATURE_TRACING_VARIABLE})"
             raise invalid(
                 f"served entity {label}: the laptop does not emulate {', '.join(fields)}{detail} (it "
                 "serves registered models on the local CPU): remove it from the local target's config"
@@ -655,6 +666,7 @@ def _entity_spec(entity: ServedEntityInput | ServedEntityOutput) -> ServedEntity
             entity_version=entity.entity_version,
             workload_size=entity.workload_size or "Small",
             scale_to_zero=bool(entity.scale_to_zero_enabled),
+            environment_vars=entity.environment_vars or {},
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
@@ -670,6 +682,7 @@ def _entity_output(
         entity_version=entity.entity_version,
         workload_size=entity.workload_size,
         scale_to_zero_enabled=entity.scale_to_zero,
+        environment_vars=dict(entity.environment_vars) or None,
         creator=creator,
         creation_timestamp=_now_ms(),
         state=ServedModelState(deployment=deployment),
