@@ -247,7 +247,11 @@ def taxi_rows(rows: int, seed: int) -> pd.DataFrame:
     in its type (times as pandas datetimes) and the fare."""
     rng = np.random.default_rng(seed)
     pickup = pd.Timestamp("2016-02-01") + pd.to_timedelta(rng.integers(0, 28 * 86_400, rows), unit="s")
-    looked_up = {name: rng.uniform(1, 30, rows) for name in TAXI.looked_up_inputs}
+    types = {model_input.name: model_input.type for model_input in TAXI.model_inputs}
+    looked_up = {
+        name: rng.integers(0, 30, rows) if types[name] == "long" else rng.uniform(1, 30, rows)
+        for name in TAXI.looked_up_inputs
+    }
     return pd.DataFrame(
         {
             TAXI.row_id: np.arange(rows, dtype="int64"),

@@ -267,7 +267,7 @@ def _values(model_input: ModelInput, rows: int) -> np.ndarray | pd.Series:
     if model_input.type == "string":
         return RNG.choice(["basic", "premium"], rows)
     if model_input.type in ("long", "integer"):
-        return RNG.integers(1, 300, rows)
+        return pd.array(RNG.integers(1, 300, rows), dtype="Int64")  # nullable: one may be missing
     if model_input.type == "datetime":
         return pd.Series(T0 + pd.to_timedelta(RNG.integers(0, 10**12, rows), unit="us"))
     return RNG.uniform(1, 20, rows)

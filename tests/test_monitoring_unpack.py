@@ -64,10 +64,10 @@ def served_entities(platform) -> None:
 
 
 def _column(model_input: ModelInput, rows: int) -> list:
-    """Values of one input's type: plans, customer ids, event times a minute apart, numbers."""
+    """Values of one input's type: plans, integers (ids, tickets), times a minute apart, numbers."""
     if model_input.type == "string":
         return [("basic", "premium")[i % 2] for i in range(rows)]
-    if model_input.type == "long":
+    if model_input.type in ("long", "integer"):
         return [i % 5 + 1 for i in range(rows)]
     if model_input.type == "datetime":
         return [T0.replace(tzinfo=None) + dt.timedelta(minutes=i) for i in range(rows)]
@@ -248,7 +248,9 @@ def test_a_classifiers_rows_keep_string_inputs_and_get_the_probability_of_label_
     )
     rows = platform.read_table(table)
     assert rows.columns == monitoring_columns(CHURN)
-    assert dict(rows.dtypes)["plan"] == "string" and dict(rows.dtypes)["support_tickets"] == "double"
+    types = dict(rows.dtypes)
+    assert (types["plan"], types["support_tickets"], types["minutes"]) == ("string", "int", "double")
+    assert (types["event_ts"], types["customer_id"]) == ("timestamp", "bigint")
     frame = rows.where(F.col("request_format") == "inputs").toPandas().sort_values("row_index")
     assert frame["plan"].tolist() == ["basic", None, "premium"]
     assert frame["event_id"].tolist() == [str(BIG_ROW_ID), "5", "6"]

@@ -275,7 +275,7 @@ SENT = {
     "event_ts": "2024-05-01T09:30:00",
     "plan": "basic",
     "minutes": 2.0,
-    "support_tickets": 1.0,
+    "support_tickets": 1,
     "events_7d": 3.0,
     "mean_minutes_7d": 4.5,
 }

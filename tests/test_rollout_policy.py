@@ -2,8 +2,9 @@
 assignment it configures.
 
 The registry state is set as the validation gate and the rollout job leave it: aliases `champion` /
-`challenger` on small regression models (tests/test_serving_support.py) and the gate's `gate_outcome`
-tag (the gate itself is tested in tests/test_registry.py and tests/test_training.py).
+`challenger` on small regression models (tests/test_serving_support.py), or on models of the
+regression flavour of churn logged with feature lookups as the train task logs them, and the gate's
+`gate_outcome` tag (the gate itself is tested in tests/test_registry.py and tests/test_training.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections.abc import Iterator
 
 import mlflow
 import numpy as np
@@ -19,20 +21,34 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+import regression_spec
 from mlops_laptop.platform.local import LocalPlatform
+from mlops_laptop.serving.local_deploy import deployed_endpoint
+from mlops_template.problem_spec import PROBLEM_VARIABLE
 from mlops_template.registry.experiment import (
     EXPERIMENT,
     ROLLOUT_OUTCOME_TAG,
     conclude_rollback,
     running_experiment,
 )
-from mlops_template.registry.versions import GATE_OUTCOME_TAG, PROMOTED, REJECTED, set_version_tags
+from mlops_template.registry.versions import (
+    GATE_OUTCOME_TAG,
+    PROMOTED,
+    REJECTED,
+    promote,
+    register_challenger,
+    set_version_tags,
+)
 from mlops_template.serving.ab_model import CHALLENGER, CHAMPION, challenger_rows
 from mlops_template.serving.deploy import endpoint_deployer
 from mlops_template.serving.spec import EndpointConfig, ab_model_name
-from mlops_template.tasks import deploy
+from mlops_template.tasks import deploy, publish_features
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.deploy import DeployConfig, endpoint_spec
+from mlops_template.training.config import TrainingConfig
+from mlops_template.training.dataset import build_training_set, feature_training_set
+from mlops_template.training.model import train_model
+from mlops_template.training.tracking import FeatureServing, RunContext, log_training_run
 from test_serving_support import model_inputs, register_regression_model
 
 SCHEMA = "test.rollout_policy"
@@ -59,15 +75,17 @@ def _experiment(platform: LocalPlatform, model: str) -> None:
     _register(platform, model, 3.0, "challenger", EXPERIMENT)
 
 
-def _arguments(model: str, rollout: str, *extra: str, endpoint: str = "rollout-policy") -> list[str]:
-    key = [f"--ab-key-column={KEY}"] if rollout == "ab_test" else []
+def _arguments(
+    model: str, rollout: str, *extra: str, endpoint: str = "rollout-policy", key: str = KEY
+) -> list[str]:
+    key_argument = [f"--ab-key-column={key}"] if rollout == "ab_test" else []
     return [
         f"--model-name={model}",
         f"--endpoint-name={endpoint}",
         f"--schema={SCHEMA}",
         "--experiment-name=/rollout-tests/ab",
         f"--rollout={rollout}",
-        *key,
+        *key_argument,
         *extra,
     ]
 
@@ -193,6 +211,88 @@ def test_ab_test_without_a_key_column_is_refused_before_anything_changes(platfor
         TaskArgumentError, match="--rollout: Input should be 'replace', 'canary' or 'ab_test'"
     ):
         build_config(DeployConfig, _arguments(model, "blue_green"))
+
+
+@pytest.fixture
+def lookup_experiment(platform: LocalPlatform, churn_schema: str) -> Iterator[str]:
+    """Champion version 1 and experiment version 2 of the regression flavour of churn, each logged
+    with its feature lookups as the train task logs them (serving_features=lookup: request inputs
+    `customer_id`, `event_ts`, `plan`, `minutes`, `support_tickets`; the row id `event_id` is none),
+    the feature table published to the local online store; the problem loaded is that spec."""
+    spec = regression_spec.PROBLEM
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PROBLEM_VARIABLE, regression_spec.REFERENCE)
+        platform.configure_mlflow()
+        model = f"{SCHEMA}.lookups_{uuid.uuid4().hex[:8]}"
+        events = platform.read_table(spec.prepared_table_name(churn_schema))
+        frame = build_training_set(platform, spec, events, churn_schema).cache()
+        served_set = feature_training_set(platform, spec, events, churn_schema, with_row_id=False)
+        lookups = FeatureServing(platform.feature_store, served_set)
+        context = RunContext(
+            spec.prepared_table_name(churn_schema), spec.feature_table_names(churn_schema), "test", "1"
+        )
+        for alpha in (1.0, 10.0):
+            trained = train_model(frame, TrainingConfig.from_overrides({"alpha": alpha}, spec), spec)
+            experiment_id = platform.experiment_id("/rollout-tests/lookups")
+            register_challenger(model, log_training_run(experiment_id, trained, context, lookups))
+        frame.unpersist()
+        promote(model, 1)
+        set_version_tags(model, 2, {GATE_OUTCOME_TAG: EXPERIMENT})
+        publish_features.run(
+            platform,
+            build_config(
+                publish_features.PublishFeaturesConfig, [f"--schema={churn_schema}", "--online-store=tests"]
+            ),
+        )
+        yield model
+
+
+def _endpoint_serves(platform: LocalPlatform, endpoint: str) -> list[tuple[str, str]]:
+    """(entity name, version) of each entity the local control plane serves on `endpoint`."""
+    served = deployed_endpoint(platform, endpoint)
+    assert served is not None and served.config is not None
+    return [(entity.entity_name, entity.entity_version) for entity in served.config.served_entities]
+
+
+def test_ab_test_of_a_lookup_champion_keyed_by_no_request_input_is_refused_before_anything_changes(
+    platform, lookup_experiment
+):
+    """A champion logged with feature lookups (`fe.log_model`) gets an A/B model logged with its
+    feature spec, and the feature store wrapper gives the model it wraps only the spec's columns,
+    `udf_input_columns = [ci.output_name for ci in feature_spec.column_infos if ci.include]`
+    (databricks/ml_features/_training_scoring_client/_training_scoring_client.py): the source columns
+    (the request inputs, databricks/ml_features/utils/signature_utils.py
+    `get_input_schema_from_feature_spec`) and the features. Keyed by the row id, the A/B model would
+    fail every request on Databricks, so the deploy task refuses it on both platforms, naming the
+    request inputs to key by instead: nothing is registered, the endpoint keeps serving the champion
+    and the experiment has not started. Keyed by `customer_id`, a request input, the A/B model is
+    served; its signature is the champion's (no extra key column, as on Databricks), and the local
+    control plane switched to it only once it answered its keys-only input example."""
+    model = lookup_experiment
+    endpoint = f"rollout-{model.rsplit('_', 1)[-1]}"
+    deploy.run(platform, build_config(DeployConfig, _arguments(model, "replace", endpoint=endpoint)))
+    assert _endpoint_serves(platform, endpoint) == [(model, "1")]
+    row_id = regression_spec.PROBLEM.row_id
+
+    with pytest.raises(TaskArgumentError) as refused:
+        deploy.run(
+            platform, build_config(DeployConfig, _arguments(model, "ab_test", endpoint=endpoint, key=row_id))
+        )
+
+    message = str(refused.value)
+    assert f"--ab-key-column={row_id} is not a request input, and the champion looks its" in message
+    assert str(regression_spec.PROBLEM.request_input_names) in message
+    assert "udf_input_columns" in message and "serving_features=request" in message
+    assert not _ab_registered(model)
+    assert _endpoint_serves(platform, endpoint) == [(model, "1")]
+    assert running_experiment(model).started_at is None
+
+    deploy.run(platform, build_config(DeployConfig, _arguments(model, "ab_test", endpoint=endpoint)))
+
+    assert _endpoint_serves(platform, endpoint) == [(ab_model_name(model), "1")]
+    ab_inputs = mlflow.models.get_model_info(f"models:/{ab_model_name(model)}/1").signature.inputs
+    assert ab_inputs == mlflow.models.get_model_info(f"models:/{model}/1").signature.inputs
+    assert running_experiment(model).started_at is not None
 
 
 # --- the task: deploy, idempotence, experiment start -------------------------------------------

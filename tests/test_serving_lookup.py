@@ -471,29 +471,33 @@ def test_the_deploy_task_asks_for_feature_tracing_in_the_sdk_request_unless_feat
 
 
 def test_the_sticky_ab_model_of_lookup_models_answers_keys_only_requests(platform, version, state_dir):
-    """The A/B model is registered with the champion's lookups, so the endpoint looks the features
-    up before it assigns each key its variant; a null integer feature reaches both variants."""
+    """The A/B model is registered with the champion's lookups and signature, keyed by a request
+    input (`zone`), so the endpoint looks the features up before it assigns each key its variant; a
+    null integer feature reaches both variants. It takes no column beyond the champion's, as on
+    Databricks, where the feature store wrapper hands its raw model only the feature spec's columns
+    (databricks/ml_features/_training_scoring_client/_training_scoring_client.py, `udf_input_columns`):
+    a key that is no request input is refused by the deploy task (tests/test_rollout_policy.py)."""
     assert ab_model.LOOKUPS_METADATA == FEATURE_LOOKUPS_METADATA  # the A/B model cannot import it
     challenger = register_lookup_model(platform, slope=3.0)
     sticky = register_ab_model(
         MODEL,
         champion_version=version,
         challenger_version=challenger,
-        key_column="rider",
+        key_column="zone",
         challenger_share=0.5,
         experiment_id=platform.experiment_id("/serving-tests/lookup"),
     )
+    ab_signature = mlflow.models.get_model_info(f"models:/{MODEL}_ab/{sticky.model_version}").signature
+    assert ab_signature.inputs == SIGNATURE.inputs
     config = logged_endpoint("fares-ab", MODEL, version, sticky_ab=sticky, environment_vars=TRACING)
-    rows = [request(1, 7) | {"rider": f"rider-{n}"} for n in range(8)] + [
-        request(4, 9) | {"rider": "rider-9"}
-    ]
+    rows = [request(zone, 7) for zone in (1, 2, 3, 4, 5, 1)] + [request(4, 9)]
     with serving([config], state_dir) as (url, _):
         response = invoke(url, "fares-ab", {"dataframe_records": rows})
     assert response.status_code == 200, response.text
     answered = pd.DataFrame(response.json()["predictions"])
-    to_challenger = challenger_rows(pd.Series([row["rider"] for row in rows]), 0.5)
+    to_challenger = challenger_rows(pd.Series([row["zone"] for row in rows]), 0.5)
     assert 0 < to_challenger.sum() < len(rows)
-    features = [[2.0, 12.0, 30, 1]] * 8 + [[2.0, None, 0, None]]
+    features = [[2.0, 12.0, 30, 1]] + [[2.0, None, 0, 1]] * 4 + [[2.0, 12.0, 30, 1], [2.0, None, 0, None]]
     champion, challenger_answer = expected(version, features), expected(challenger, features)
     assert list(answered.variant) == list(np.where(to_challenger, "challenger", "champion"))
     assert answered.prediction.to_numpy() == pytest.approx(

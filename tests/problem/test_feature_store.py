@@ -96,3 +96,29 @@ def test_no_joined_feature_row_is_later_than_the_lookup_time(platform, feature_t
     # The lookback reaches the row a grid step before the last window's end, never further.
     oldest = F.col(PICKUP_TIME) - F.expr("INTERVAL 1 HOUR 15 MINUTES")
     assert matched.where(F.col("window_end") <= oldest).count() == 0
+
+
+def test_without_an_end_the_features_task_writes_only_windows_that_have_ended(platform, spark):
+    """The online store serves the latest row per zip: a window still open when the task runs
+    (it counts only part of its trips) must not be written, so `end` defaults to now."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    trips = spark.createDataFrame(
+        [
+            (
+                now - dt.timedelta(minutes=minutes),
+                now - dt.timedelta(minutes=minutes - 2),
+                1.0,
+                10.0,
+                10001,
+                10002,
+            )
+            for minutes in (50, 20, 5)
+        ],
+        "tpep_pickup_datetime timestamp, tpep_dropoff_datetime timestamp, trip_distance double, "
+        "fare_amount double, pickup_zip int, dropoff_zip int",
+    )
+    platform.save_table(clean_trips(trips), "test.fs_now.trips_clean")
+    run(platform, build_config(FeaturesConfig, ["--schema=test.fs_now", "--start=", "--end="]))
+    for table in ("pickup_features", "dropoff_features"):
+        ends = platform.read_table(f"test.fs_now.{table}").select("ts").toPandas()["ts"]
+        assert len(ends) > 0 and ends.max() <= pd.Timestamp(now), table

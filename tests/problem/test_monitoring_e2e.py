@@ -234,9 +234,14 @@ def test_the_simulator_sent_every_format_and_recorded_the_labels(platform, traff
     simulated = answered.count()  # the endpoint's input-example check is not traffic: never logged
     assert answered.where(F.col("trip_id").isNotNull()).count() == simulated
     assert answered.where(F.col("fare_amount").isNotNull()).count() == simulated
-    # The simulator sends every model input (times as ISO text): no feature comes from a lookup.
-    sources = answered.groupBy("feature_source", F.size("defaulted_features").alias("defaulted")).count()
-    assert [(row[0], row[1]) for row in sources.collect()] == [("request", 0)]
+    # The simulator sends every model input (times as ISO text); a null feature of a held-out row
+    # goes as null, which the endpoint looks up (and logs): those rows alone are `online`.
+    held_out = load_held_out(platform.state_dir, PROBLEM, platform.sample_rows).set_index("trip_id")
+    sent = answered.select("trip_id", "feature_source", "defaulted_features").toPandas()
+    nulls = held_out.loc[sent["trip_id"].astype("int64"), PROBLEM.looked_up_inputs].isna()
+    assert sent["feature_source"].tolist() == ["online" if n else "request" for n in nulls.any(axis=1)]
+    for defaulted, (_, null) in zip(sent["defaulted_features"], nulls.iterrows(), strict=True):
+        assert set(defaulted) <= set(null[null].index)  # only what was not sent can be defaulted
     assert answered.where(F.col("tpep_pickup_datetime").isNull()).count() == 0
     drifted = platform.read_table(tables("drifted").monitoring).where(F.col("status_code") == 200)
     hours = {row[0] for row in drifted.select(F.hour("tpep_pickup_datetime")).distinct().collect()}

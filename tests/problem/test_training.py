@@ -96,7 +96,7 @@ def test_logged_model_requires_every_input_in_its_spec_type(logged: TrainingRun)
 
 def test_logged_model_ships_the_code_it_is_made_of(logged: TrainingRun) -> None:
     """The pipeline's own first step (trip_time.TripInputs) travels in the model's `code` directory
-    (MLflow `code_paths`), with its packages' `__init__` files and nothing else of this package:
+    (MLflow `code_paths`), under empty package `__init__` files and nothing else of this package:
     a serving container installs the pip requirements, not this package."""
     path = Path(mlflow.artifacts.download_artifacts(logged.model_uri)) / "code"
     shipped = sorted(str(file.relative_to(path)) for file in path.rglob("*.py"))
@@ -105,6 +105,7 @@ def test_logged_model_ships_the_code_it_is_made_of(logged: TrainingRun) -> None:
         "mlops_template/problem/__init__.py",
         "mlops_template/problem/trip_time.py",
     ]
+    assert all((path / name).stat().st_size == 0 for name in shipped if name.endswith("__init__.py"))
 
 
 def test_logged_model_predicts_the_same_through_pyfunc_and_spark_udf(

@@ -8,6 +8,7 @@ Both accept the same `databricks.feature_engineering.FeatureLookup` objects.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,11 @@ FEATURE_STORE_LOADER = "databricks.feature_store.mlflow_model"
 RAW_MODEL_PATH = Path("data", "feature_store", "raw_model")
 
 
-# The smallest capacity `create_online_store` accepts ("CU_1", "CU_2", "CU_4", "CU_8").
+# The smallest capacity `create_online_store` accepts ("CU_1", "CU_2", "CU_4", "CU_8"), and how long
+# a new store may take to become AVAILABLE.
 ONLINE_STORE_CAPACITY = "CU_1"
+ONLINE_STORE_WAIT = dt.timedelta(minutes=30)
+ONLINE_STORE_POLL_SECONDS = 20
 
 
 def online_table_name(source_table_name: str) -> str:
@@ -209,11 +213,14 @@ class DatabricksFeatureStore:
     def log_model(
         self, *, model: Any, name: str, flavor: ModuleType, training_set: TrainingSet, **kwargs: Any
     ) -> ModelInfo:
-        """`fe.log_model`: the model wrapped with its feature spec. The client derives the
-        signature (the training set's source columns required, its features optional) and, asked
-        to, the input example from the training set's first rows."""
-        kwargs.pop("signature", None)
+        """`fe.log_model`: the model wrapped with its feature spec. The client derives the inputs
+        of the signature (the training set's source columns required, its features optional) and,
+        asked to, the input example from the training set's first rows; the outputs are those of
+        the `signature` given (`output_schema`, which fe.log_model documents)."""
+        signature = kwargs.pop("signature", None)
         kwargs.pop("input_example", None)
+        if signature is not None:  # the model's own outputs (a classifier's probabilities), not the label's
+            kwargs["output_schema"] = signature.outputs
         return self._client.log_model(
             model=model,
             artifact_path=name,
@@ -233,17 +240,39 @@ class DatabricksFeatureStore:
         return self._client.score_batch(model_uri=model_uri, df=df, result_type=result_type)
 
     def publish_table(self, *, source_table_name: str, online_store: str) -> None:
-        """Publish to the Databricks Online Feature Store `online_store` (created on first use) as
-        `<table>_online`, a full snapshot each time (TRIGGERED / CONTINUOUS need Change Data Feed)."""
-        store = self._client.get_online_store(name=online_store)
-        if store is None:
-            store = self._client.create_online_store(name=online_store, capacity=ONLINE_STORE_CAPACITY)
+        """Publish to the Databricks Online Feature Store `online_store` (created on first use, then
+        awaited until AVAILABLE) as `<table>_online` in SNAPSHOT mode (TRIGGERED / CONTINUOUS need
+        Change Data Feed on the feature table). The sync runs after this returns."""
+        store = self._available_online_store(online_store)
         self._client.publish_table(
             online_store=store,
             source_table_name=source_table_name,
             online_table_name=online_table_name(source_table_name),
             publish_mode="SNAPSHOT",
         )
+
+    def _available_online_store(self, name: str) -> Any:
+        """The online store `name`, created when missing (another run creating it at the same time
+        is fine), once it is AVAILABLE: a new store starts for several minutes."""
+        from databricks.sdk.errors import AlreadyExists
+
+        store = self._client.get_online_store(name=name)
+        if store is None:
+            try:
+                store = self._client.create_online_store(name=name, capacity=ONLINE_STORE_CAPACITY)
+            except AlreadyExists:
+                store = self._client.get_online_store(name=name)
+        deadline = time.monotonic() + ONLINE_STORE_WAIT.total_seconds()
+        while store is None or getattr(store.state, "value", store.state) != "AVAILABLE":
+            if time.monotonic() > deadline:
+                state = None if store is None else store.state
+                raise TimeoutError(
+                    f"online store {name} is {state} after {ONLINE_STORE_WAIT}: check it in the workspace "
+                    "(its Lakebase instance), then run publish_features again"
+                )
+            time.sleep(ONLINE_STORE_POLL_SECONDS)
+            store = self._client.get_online_store(name=name)
+        return store
 
     def _exists(self, name: str) -> bool:
         from databricks.sdk import WorkspaceClient

@@ -9,6 +9,9 @@ alone: logged with `fe.log_model` (Databricks), the A/B model is logged with `fe
 the champion's feature spec (`feature_spec_path`); logged with the local feature store's lookups
 (MLmodel metadata), it is logged with the same lookups and the champion's signature (request inputs
 required, features optional), so the local endpoint looks the features up before it predicts.
+Either way the A/B model takes the champion's columns alone, so its key must be one of the
+champion's request inputs (the deploy task refuses any other); only a champion without lookups
+gets the key as an extra column.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experimen
             raise ValueError(
                 f"{model_name} version {tags['champion_version']} needs a signature with named columns"
             )
-        if key_column not in inputs.input_names():
+        lookups = _lookups_metadata(champion)
+        if lookups is None and key_column not in inputs.input_names():
             # Any type: the A/B model hashes the key's text (`ab_model.key_bucket`), so a numeric id
             # (a long row id) is as good a key as a string. Unity Catalog asks only that the
             # signature has inputs and outputs (mlflow store/_unity_catalog/registry/rest_store.py,
@@ -118,7 +122,7 @@ def _log_ab_model(model_name: str, name: str, tags: dict[str, str], *, experimen
                     name="ab_model",
                     signature=ModelSignature(inputs=inputs, outputs=_output_schema(champion)),
                     input_example=_input_example(champion, variants[ab_model.CHAMPION], key_column),
-                    metadata=_lookups_metadata(champion),
+                    metadata=lookups,
                     registered_model_name=name,
                     **options,
                 )

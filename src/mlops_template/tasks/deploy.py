@@ -12,6 +12,9 @@ when the endpoint already serves what it should, and records when the challenger
 every served entity gets `ENABLE_FEATURE_TRACING=true`, so the inference table logs the features
 looked up (Databricks: "Log feature lookup DataFrames to inference tables"); `request` serves models
 whose clients send every input (Free Edition, which has no online store).
+
+Under `ab_test` with a champion logged with feature lookups, the key must be one of the problem's
+request inputs (`_check_ab_key`): the task refuses any other before it registers or deploys anything.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mlflow import MlflowClient
 from pydantic import Field, field_validator, model_validator
 
 from mlops_template.platform import Platform
+from mlops_template.problem_spec import load_problem
 from mlops_template.registry.experiment import Experiment, RolloutPolicy, mark_started, running_experiment
 from mlops_template.serving.ab_registry import register_ab_model
 from mlops_template.serving.deploy import endpoint_deployer
@@ -37,7 +41,12 @@ from mlops_template.serving.spec import (
     endpoint_config,
     served_versions,
 )
-from mlops_template.tasks.common import PipelineTaskConfig, ServingFeatures, task_entry_point
+from mlops_template.tasks.common import (
+    PipelineTaskConfig,
+    ServingFeatures,
+    TaskArgumentError,
+    task_entry_point,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +87,7 @@ class DeployConfig(PipelineTaskConfig):
         if self.rollout == "ab_test" and not self.ab_key_column:
             raise ValueError(
                 "--rollout=ab_test needs --ab-key-column: the request column whose value keeps each caller "
-                "on one variant (bundle variable ab_key_column, e.g. --var ab_key_column=customer_id)"
+                "on one variant (bundle variable ab_key_column, e.g. --var ab_key_column=pickup_zip)"
             )
         if self.rollout == "ab_test" and not self.experiment_name:
             raise ValueError("--rollout=ab_test needs --experiment-name to log the A/B model in")
@@ -181,7 +190,10 @@ def planned_deployment(platform: Platform, config: DeployConfig) -> Deployment:
 
 
 def _sticky_ab(platform: Platform, config: DeployConfig, experiment: Experiment) -> StickyABSpec:
-    """The registered A/B model over the experiment's champion and challenger."""
+    """The registered A/B model over the experiment's champion and challenger (its key checked first)."""
+    champion_uri = f"models:/{config.model_name}/{experiment.champion}"
+    if platform.feature_store.logged_with_lookups(champion_uri):
+        pass  # MUTATION
     return register_ab_model(
         config.model_name,
         champion_version=str(experiment.champion),
@@ -189,6 +201,28 @@ def _sticky_ab(platform: Platform, config: DeployConfig, experiment: Experiment)
         key_column=config.ab_key_column,
         challenger_share=config.challenger_percent / 100,
         experiment_id=platform.experiment_id(config.experiment_name),
+    )
+
+
+def _check_ab_key(key_column: str, request_inputs: list[str]) -> None:
+    """Refuse an A/B key that is not one of the `request_inputs` (for a champion that looks its
+    features up: its A/B model is logged with the champion's feature spec, `ab_registry`), as the
+    feature store wrapper hands the model it wraps only the spec's columns, the request inputs and
+    the looked-up features (databricks/ml_features/_training_scoring_client/_training_scoring_client.py:
+    `udf_input_columns = [ci.output_name for ci in feature_spec.column_infos if ci.include]`): any
+    other key column would never reach the A/B model, which would fail every request.
+    """
+    if key_column in request_inputs:
+        return
+    raise TaskArgumentError(
+        f"--ab-key-column={key_column} is not a request input, and the champion looks its features up: "
+        f"on Databricks its A/B model would never receive {key_column} (a model logged with feature "
+        "lookups is given only its feature spec's columns, the request inputs and the looked-up "
+        "features: databricks-feature-engineering `udf_input_columns = [ci.output_name for ci in "
+        "feature_spec.column_infos if ci.include]`), and every request would fail. Key the A/B test "
+        f"by a request input, one of {request_inputs} (bundle variable ab_key_column), or train and "
+        "serve with serving_features=request (models logged plainly, clients send every input and the "
+        "key as an extra column)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from pydantic import model_validator
@@ -16,7 +17,9 @@ PREPARED_PRODUCER = "task prepare_data of job pipeline"
 
 
 class FeaturesConfig(PipelineTaskConfig):
-    # Feature rows with start <= timestamp < end are (re)computed; empty = unbounded.
+    # Feature rows with start <= timestamp < end are (re)computed; empty start = unbounded, empty
+    # end = now: a window ending later is still open (its trips are not all in yet), and the online
+    # store serves the latest row per key, which must be a complete window.
     start: OptionalTimestamp = None
     end: OptionalTimestamp = None
 
@@ -30,11 +33,12 @@ class FeaturesConfig(PipelineTaskConfig):
 def run(platform: Platform, config: FeaturesConfig) -> None:
     spec = load_problem()
     rows = platform.read_table(spec.prepared_table_name(config.schema_), produced_by=PREPARED_PRODUCER)
+    end = config.end or dt.datetime.now(dt.UTC).replace(tzinfo=None)  # naive UTC, as the tables
     for table in spec.feature_tables:
         name = spec.table(config.schema_, table.name)
         platform.feature_store.write_table(
             name,
-            table.compute(rows, config.start, config.end),
+            table.compute(rows, config.start, end),
             primary_keys=list(table.primary_keys),
             timestamp_key=table.timestamp_key,
             description=table.description,

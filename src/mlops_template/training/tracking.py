@@ -119,33 +119,22 @@ def model_requirements(spec: ProblemSpec) -> list[str]:
 @contextmanager
 def model_code(spec: ProblemSpec) -> Iterator[list[str]]:
     """`code_paths` shipping this package's modules the fitted model is made of (its trusted types
-    from here, e.g. a problem's own transformer), with their packages' `__init__` files: the
-    serving container has MLflow and the pip requirements, not this package."""
-    modules = sorted(
-        {name.rpartition(".")[0] for name in spec.trusted_types if name.startswith(f"{_PACKAGE}.")}
-    )
+    from here, e.g. a problem's own transformer) under empty package `__init__` files: the serving
+    container has MLflow and the pip requirements, not this package, so nothing else may load."""
+    ours = [name for name in spec.trusted_types if name.startswith(f"{_PACKAGE}.")]
+    modules = sorted({name.rpartition(".")[0] for name in ours})
     if not modules:
         yield []
         return
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         for module in modules:
-            parts = module.split(".")
-            for depth in range(1, len(parts)):
-                _copy_module(".".join(parts[:depth]), root, package=True)
-            _copy_module(module, root, package=False)
+            target = root.joinpath(*module.split(".")).with_suffix(".py")
+            for package in target.relative_to(root).parents[:-1]:
+                (root / package / "__init__.py").parent.mkdir(parents=True, exist_ok=True)
+                (root / package / "__init__.py").touch()
+            shutil.copyfile(Path(importlib.import_module(module).__file__ or ""), target)
         yield [str(root / _PACKAGE)]
-
-
-def _copy_module(name: str, root: Path, *, package: bool) -> None:
-    source = Path(importlib.import_module(name).__file__ or "")
-    target = (
-        root.joinpath(*name.split(".")) / "__init__.py"
-        if package
-        else root.joinpath(*name.split(".")).with_suffix(".py")
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
 
 
 def _dataset(spec: ProblemSpec, frame: pd.DataFrame, source_table: str, name: str) -> PandasDataset:

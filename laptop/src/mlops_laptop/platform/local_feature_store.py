@@ -294,7 +294,10 @@ def point_in_time_join(
                 )
         outputs += wanted.values()
         if wanted:
-            result = _fill_defaults(_lookup(result, lookup, table, features, wanted), lookup.default_values)
+            result = _lookup(result, lookup, table, features, wanted)
+        # Databricks fills every null output, looked up or given, with the defaults
+        # (`TrainingSet._augment_df`: `fillna(default_values)`, ml_features/entities/training_set.py).
+        result = _fill_defaults(result, lookup.default_values)
     columns = _training_columns(df.columns, outputs, label, exclude_columns)
     return result.select(*[_col(column) for column in columns])
 

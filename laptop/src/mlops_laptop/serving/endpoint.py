@@ -231,8 +231,11 @@ def _implementation_predict(model: PyFuncModel) -> Callable[[pd.DataFrame, dict[
         model._model_impl,  # MLflow's stable developer API to the implementation
         model.metadata.flavors[mlflow.pyfunc.FLAVOR_NAME].get("predict_fn", "predict"),
     )
-    if "params" in inspect.signature(function).parameters:
+    named = inspect.signature(function).parameters.get("params")
+    if named is not None and named.kind is not inspect.Parameter.VAR_KEYWORD:
         return lambda frame, params: function(frame, params=params)
+    # A scikit-learn Pipeline's `predict_proba(X, **params)` routes keywords to its steps' methods
+    # (metadata routing), which take none: MLflow's params are not for it.
     return lambda frame, _params: function(frame)
 
 

@@ -147,13 +147,18 @@ def _output_column(
     output: _Output, position: int, found: Sequence[Any], usable: np.ndarray, sent: pd.Series | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One output's values for the rows (a non-null value the client sent wins, else the usable
-    row's value, else the default) and where the default was used."""
-    values = [row[1][position] if ok else output.default for row, ok in zip(found, usable, strict=True)]
+    row's value, else the default) and where the default was used. A usable row whose value is
+    null gets the default too: Databricks fills every null output with the lookup's defaults
+    (`TrainingSet._augment_df`, `fillna(default_values)`, ml_features/entities/training_set.py)."""
+    values = [row[1][position] if ok else None for row, ok in zip(found, usable, strict=True)]
+    missing = np.fromiter((pd.isna(value) for value in values), bool, len(values))
+    if output.default is not None:
+        values = [output.default if gap else value for value, gap in zip(values, missing, strict=True)]
     if sent is None:
-        return _typed(values, output.dtype), ~usable
+        return _typed(values, output.dtype), missing
     given = sent.notna().to_numpy()
     values = [s if g else v for s, g, v in zip(sent.tolist(), given, values, strict=True)]
-    return _typed(values, output.dtype), ~usable & ~given
+    return _typed(values, output.dtype), missing & ~given
 
 
 def _check_fits(spec: LookupSpec, table: OnlineTable, *, status: int | None = None) -> None:
