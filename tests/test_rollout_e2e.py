@@ -1,13 +1,14 @@
 """Progressive delivery end to end on the laptop, through the bundle's real jobs.
 
 The regression flavour of the churn spec (tests/regression_spec.py) with `rollout=ab_test`, keyed by
-the row id, half the keys to the challenger. The pipeline job trains version 1 (promoted: no
-champion), then version 2 (the same data and parameters: as good, not clearly better ->
-`experiment`), which the deploy task serves beside the champion in the sticky A/B model.
-`mlops simulate-traffic` sends held-out rows through the served endpoint (as `mlops serve` serves
-it) and writes ground truth in which the challenger's live error is doubled; the monitoring job's
-`unpack` task reads it and the `rollout` job rolls version 2 back. A third training (version 3)
-is tried the same way with its error halved and promoted. Each decision run twice changes nothing
+the customer id (a request input: the models look their features up, and the A/B model takes only
+the champion's columns, as on Databricks), half the keys to the challenger. The pipeline job trains
+version 1 (promoted: no champion), then version 2 (the same data and parameters: as good, not
+clearly better -> `experiment`), which the deploy task serves beside the champion in the sticky A/B
+model. `mlops simulate-traffic` sends held-out rows through the served endpoint (as `mlops serve`
+serves it) and writes ground truth in which the challenger's live error is doubled; the monitoring
+job's `unpack` task reads it and the `rollout` job rolls version 2 back. A third training (version
+3) is tried the same way with its error halved and promoted. Each decision run twice changes nothing
 the second time; the rollout job with `action=rollback` (what `mlops model rollback` runs) serves
 the previous champion again.
 """
@@ -53,6 +54,7 @@ from mlops_template.serving.spec import ab_model_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARE = 0.5
+AB_KEY = "customer_id"  # a request input of the regression spec: the deploy task refuses any other
 VARIABLES = {
     "source_table": regression_spec.PROBLEM.sample_table,
     "schema": "suite_rollout",
@@ -61,7 +63,7 @@ VARIABLES = {
     "inference_table_prefix": "rollout_endpoint",
     "experiment_name": "/Shared/test-rollout",
     "rollout": "ab_test",
-    "ab_key_column": regression_spec.PROBLEM.row_id,
+    "ab_key_column": AB_KEY,
     "challenger_percent": str(round(SHARE * 100)),
     "rollout_params": json.dumps(
         {"min_labelled": 60, "min_duration_hours": 0, "min_requests": 30, "bootstrap_resamples": 1000}
@@ -204,12 +206,16 @@ def test_an_as_good_version_becomes_an_experiment_served_in_the_sticky_ab_model(
 def test_each_key_met_the_variant_its_hash_assigns_and_about_the_share_met_the_challenger(
     delivery, first_experiment
 ):
+    """The key is a model input, so the monitoring rows carry it; a customer asked in several
+    requests always met one variant."""
+    assert AB_KEY in regression_spec.PROBLEM.request_input_names
     rows = delivery.monitoring_rows()
-    row_id = regression_spec.PROBLEM.row_id
     answered = rows[rows["variant"].notna()]
     assert len(answered) > 400
-    expected = pd.Series(challenger_rows(answered[row_id].astype("int64"), SHARE), index=answered.index)
+    expected = pd.Series(challenger_rows(answered[AB_KEY].astype("int64"), SHARE), index=answered.index)
     assert ((answered["variant"] == CHALLENGER) == expected).all()
+    per_key = answered.groupby(AB_KEY)["variant"]
+    assert (per_key.size() > 1).sum() > 50 and (per_key.nunique() == 1).all()
     assert abs((answered["variant"] == CHALLENGER).mean() - SHARE) < 0.1  # a few hundred keys
 
 

@@ -193,7 +193,7 @@ def _sticky_ab(platform: Platform, config: DeployConfig, experiment: Experiment)
     """The registered A/B model over the experiment's champion and challenger (its key checked first)."""
     champion_uri = f"models:/{config.model_name}/{experiment.champion}"
     if platform.feature_store.logged_with_lookups(champion_uri):
-        pass  # MUTATION
+        _check_ab_key(config.ab_key_column, load_problem().request_input_names)
     return register_ab_model(
         config.model_name,
         champion_version=str(experiment.champion),
