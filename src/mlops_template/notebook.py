@@ -57,9 +57,9 @@ class NotebookContext:
     def looks_up_features(self) -> bool:
         """Whether the pipeline trains models that look their features up when served
         (bundle variable `serving_features`), so a request sends the request inputs only."""
-        from mlops_template.tasks.train import TrainConfig
+        from mlops_template.tasks.deploy import DeployConfig
 
-        return self.task_config("pipeline", "train", TrainConfig).serving_features == "lookup"
+        return self.task_config("pipeline", "deploy", DeployConfig).serving_features == "lookup"
 
     def task_config(self, job: str, task_key: str, config_type: type[ConfigT]) -> ConfigT:
         """The config a job's wheel task gets when the job runs with its default parameters."""

@@ -102,7 +102,8 @@ def churn(platform: LocalPlatform) -> Iterator[ChurnRun]:
 
 def test_the_pipeline_job_trains_gates_deploys_and_scores_the_classifier(churn: ChurnRun) -> None:
     assert {t.task_key: t.status for t in churn.pipeline.tasks} == dict.fromkeys(
-        ["prepare_data", "features", "train", "validate_model", "deploy", "batch_score"], TaskStatus.SUCCESS
+        ["prepare_data", "features", "publish_features", "train", "validate_model", "deploy", "batch_score"],
+        TaskStatus.SUCCESS,
     )
     name = churn.names.model_name
     assert get_aliases(name) == {CHALLENGER: 1, CHAMPION: 1}

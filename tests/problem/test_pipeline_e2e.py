@@ -73,7 +73,8 @@ def test_a_first_run_whose_challenger_is_rejected_succeeds_and_scores_nothing(pl
     first = runs["rejected"]
     assert first.succeeded, _errors(first)
     assert {t.task_key: t.status for t in first.tasks} == dict.fromkeys(
-        ["prepare_data", "features", "train", "validate_model", "deploy", "batch_score"], TaskStatus.SUCCESS
+        ["prepare_data", "features", "publish_features", "train", "validate_model", "deploy", "batch_score"],
+        TaskStatus.SUCCESS,
     )
     assert any("nothing scored" in m and "champion" in m for m in runs["rejected_warnings"])
     version = MlflowClient().get_model_version(notebook_context().model_name, "1")
