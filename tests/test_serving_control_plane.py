@@ -25,8 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,7 +65,14 @@ from mlops_laptop.serving.local_deploy import deployed_endpoint
 from mlops_laptop.serving.local_host import Host, creator, open_control_plane, running_server
 from mlops_laptop.serving.server import LocalServer
 from mlops_template.serving.deploy import endpoint_deployer
-from test_serving_support import logged_endpoint, model_inputs, records_body, register_regression_model
+from test_serving_support import (
+    LocalWorkspace,
+    local_workspace,
+    logged_endpoint,
+    model_inputs,
+    records_body,
+    register_regression_model,
+)
 
 MODEL = "test.serving_cp.scorer"
 SERVE = "import typer; from mlops_laptop.serving.cli import serve_command; typer.run(serve_command)"
@@ -96,21 +101,6 @@ def _core(version: str) -> EndpointCoreConfigInput:
 
 def _routes(*shares: tuple[str, int]) -> TrafficConfig:
     return TrafficConfig(routes=[Route(served_entity_name=name, traffic_percentage=p) for name, p in shares])
-
-
-@dataclass
-class LocalWorkspace:
-    client: WorkspaceClient
-    url: str
-    state_dir: Path
-
-
-@contextmanager
-def local_workspace(state_dir: Path, *, preload: bool = True) -> Iterator[LocalWorkspace]:
-    """A control plane over `state_dir` on loopback (the session's registry) and the SDK client of it."""
-    control_plane = open_control_plane(state_dir, ServingSettings(table_flush_seconds=0.1, preload=preload))
-    with LocalServer(create_app(control_plane=control_plane)) as server:
-        yield LocalWorkspace(Host(server.url, "local").workspace_client(), server.url, state_dir)
 
 
 @pytest.fixture

@@ -19,10 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,7 +31,6 @@ import pytest
 import requests
 from databricks.ml_features_common.entities.feature_spec import FeatureSpec
 from databricks.ml_features_common.mlflow_model_constants import MLFLOW_MODEL_NAME, RAW_MODEL_FOLDER
-from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import InvalidParameterValue, OperationFailed
 from databricks.sdk.service.serving import (
     EndpointCoreConfigInput,
@@ -51,12 +47,8 @@ from sklearn.pipeline import make_pipeline
 
 from mlops_laptop.platform.online_store import snapshot_path, write_snapshot
 from mlops_laptop.platform.warehouse import local_table_dir
-from mlops_laptop.serving.app import create_app
-from mlops_laptop.serving.control_plane import ServingSettings
 from mlops_laptop.serving.endpoint import BatchSettings, ServedModel, UnservableModelError
 from mlops_laptop.serving.feature_lookup import FeatureLookups, FeatureLookupSetupError
-from mlops_laptop.serving.local_host import Host, open_control_plane
-from mlops_laptop.serving.server import LocalServer
 from mlops_template.platform.feature_store import FEATURE_LOOKUPS_METADATA, LookupSpec
 from mlops_template.serving import ab_model
 from mlops_template.serving.ab_model import challenger_rows
@@ -65,7 +57,7 @@ from mlops_template.serving.served_entities import served_entity_id
 from mlops_template.serving.spec import EndpointConfig, ServedEntitySpec, build_endpoint_config
 from mlops_template.tasks.common import TaskArgumentError, build_config
 from mlops_template.tasks.deploy import DeployConfig
-from test_serving_support import invoke, logged_endpoint, serving
+from test_serving_support import invoke, local_workspace, logged_endpoint, serving
 
 MODEL = "test.serving_lookup.fare"
 ZONE_TABLE = "test.serving_lookup.zone_features"
@@ -356,20 +348,6 @@ def test_a_model_whose_tables_are_not_published_cannot_be_served(traced, tmp_pat
     [entity] = traced.served_entities
     with pytest.raises(UnservableModelError, match=f"{ZONE_TABLE}.*publish it: run task publish_features"):
         ServedModel.load("fares", entity, BatchSettings(), tmp_path)
-
-
-@dataclass
-class Workspace:
-    client: WorkspaceClient
-    url: str
-
-
-@contextmanager
-def local_workspace(state_dir: Path, *, preload: bool = True) -> Iterator[Workspace]:
-    """The serving control plane over `state_dir` on loopback, and the SDK client of it."""
-    control_plane = open_control_plane(state_dir, ServingSettings(table_flush_seconds=0.1, preload=preload))
-    with LocalServer(create_app(control_plane=control_plane)) as server:
-        yield Workspace(Host(server.url, "local").workspace_client(), server.url)
 
 
 def _entity(version: str, **environment_vars: str) -> ServedEntityInput:

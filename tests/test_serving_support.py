@@ -9,6 +9,7 @@ import random
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import requests
+from databricks.sdk import WorkspaceClient
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
 from sklearn.impute import SimpleImputer
@@ -24,7 +26,9 @@ from sklearn.pipeline import make_pipeline
 
 from mlops_laptop.platform.local import LocalPlatform
 from mlops_laptop.serving.app import create_app
+from mlops_laptop.serving.control_plane import ServingSettings
 from mlops_laptop.serving.endpoint import BatchSettings, Endpoint, ServedModel, table_writer
+from mlops_laptop.serving.local_host import Host, open_control_plane
 from mlops_laptop.serving.server import LocalServer
 from mlops_template.registry.experiment import EXPERIMENT
 from mlops_template.registry.versions import GATE_OUTCOME_TAG
@@ -246,3 +250,18 @@ def logged_endpoint(
         sticky_ab=sticky_ab,
         environment_vars=environment_vars,
     )
+
+
+@dataclass
+class LocalWorkspace:
+    client: WorkspaceClient
+    url: str
+    state_dir: Path
+
+
+@contextmanager
+def local_workspace(state_dir: Path, *, preload: bool = True) -> Iterator[LocalWorkspace]:
+    """A control plane over `state_dir` on loopback (the session's registry) and the SDK client of it."""
+    control_plane = open_control_plane(state_dir, ServingSettings(table_flush_seconds=0.1, preload=preload))
+    with LocalServer(create_app(control_plane=control_plane)) as server:
+        yield LocalWorkspace(Host(server.url, "local").workspace_client(), server.url, state_dir)

@@ -120,8 +120,17 @@ def test_the_pipeline_job_trains_gates_deploys_and_scores_the_classifier(churn: 
     plots = {a.path for a in MlflowClient().list_artifacts(status.run_id, "plots")}
     assert plots == {"plots/roc.png", "plots/calibration.png"}  # logistic regression: no importances
     signature = mlflow.models.get_model_info(f"models:/{name}/1").signature
-    inputs = [(column.name, column.type.name) for column in signature.inputs.inputs]
-    assert inputs[:2] == [("plan", "string"), ("minutes", "double")]
+    inputs = {column.name: (column.type.name, column.required) for column in signature.inputs.inputs}
+    # Logged with its lookups: the request inputs required in their types, the features optional.
+    assert inputs == {
+        "customer_id": ("long", True),
+        "event_ts": ("datetime", True),
+        "plan": ("string", True),
+        "minutes": ("double", True),
+        "support_tickets": ("integer", True),
+        "events_7d": ("double", False),
+        "mean_minutes_7d": ("double", False),
+    }
 
 
 def test_the_deploy_task_recorded_the_endpoint_serving_the_champion(platform, churn: ChurnRun) -> None:
