@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from databricks.sdk.service.serving import (
     AiGatewayConfig,
@@ -246,19 +246,21 @@ def endpoint_config(
     )
 
 
+def served_entity_fields(entity: ServedEntitySpec) -> dict[str, Any]:
+    """The fields a served entity has in the SDK's `ServedEntityInput` and `ServedEntityOutput`."""
+    return {
+        "name": entity.name,
+        "entity_name": entity.entity_name,
+        "entity_version": entity.entity_version,
+        "workload_size": entity.workload_size,
+        "scale_to_zero_enabled": entity.scale_to_zero,
+        "environment_vars": dict(entity.environment_vars) or None,
+    }
+
+
 def build_endpoint_config(config: EndpointConfig) -> DatabricksEndpointRequest:
     """The Databricks SDK request objects for `config`."""
-    entities = [
-        ServedEntityInput(
-            name=entity.name,
-            entity_name=entity.entity_name,
-            entity_version=entity.entity_version,
-            workload_size=entity.workload_size,
-            scale_to_zero_enabled=entity.scale_to_zero,
-            environment_vars=dict(entity.environment_vars) or None,
-        )
-        for entity in config.served_entities
-    ]
+    entities = [ServedEntityInput(**served_entity_fields(entity)) for entity in config.served_entities]
     routes = [
         Route(served_entity_name=route.served_entity_name, traffic_percentage=route.traffic_percentage)
         for route in config.routes

@@ -79,6 +79,7 @@ from mlops_template.serving.spec import (
     InferenceTableSpec,
     RouteSpec,
     ServedEntitySpec,
+    served_entity_fields,
     served_entity_name,
 )
 
@@ -677,12 +678,7 @@ def _entity_output(
     entity: ServedEntitySpec, creator: str, deployment: ServedModelStateDeployment
 ) -> ServedEntityOutput:
     return ServedEntityOutput(
-        name=entity.name,
-        entity_name=entity.entity_name,
-        entity_version=entity.entity_version,
-        workload_size=entity.workload_size,
-        scale_to_zero_enabled=entity.scale_to_zero,
-        environment_vars=dict(entity.environment_vars) or None,
+        **served_entity_fields(entity),
         creator=creator,
         creation_timestamp=_now_ms(),
         state=ServedModelState(deployment=deployment),
